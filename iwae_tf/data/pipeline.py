@@ -1,0 +1,271 @@
+"""tf.data input pipelines for training and evaluating IWAEs on binarized images.
+
+Images come from TFDS builders (prepared offline on first use) as float32 grey intensities
+`[784]` in `[0, 1]`, and are binarized inside the tf.data graph:
+
+* `train_dataset` binarizes dynamically: each image is re-drawn as Bernoulli(intensity) every
+  time it is seen, with a fresh shuffle each epoch; both are deterministic given the seed.
+* `eval_dataset` binarizes once: example `i` of a split always gets the same binarization for a
+  given seed, in every epoch, run and process.
+
+Datasets are looked up by name in a small registry (`DATASETS`); adding one means adding an
+entry to `_SOURCES`. Every random op is stateless (Philox) so results do not depend on op
+creation order or on the global seed state.
+"""
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+
+class DataUnavailableError(RuntimeError):
+    """The source files a dataset is built from are missing; the message says how to get them."""
+
+
+def _uint8_over_256(image: tf.Tensor) -> tf.Tensor:
+    # Exact: division by a power of two, so k/256 comes back bit-identical to the source pickle.
+    return tf.cast(image, tf.float32) / 256.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """Where a dataset name's images come from.
+
+    Attributes:
+        builder: TFDS builder name.
+        module: Module defining the builder; imported on demand so that it registers itself.
+        decode: Maps the stored `image` feature to float32 `[784]` intensities in `[0, 1]`.
+            Statically binarized data may decode to {0, 1}: Bernoulli binarization keeps it
+            unchanged, so the same pipelines work for it.
+    """
+
+    builder: str
+    module: str
+    decode: Callable[[tf.Tensor], tf.Tensor]
+
+
+_SOURCES: dict[str, _Source] = {
+    "mnist": _Source("mnist_offline", "iwae_tf.data.mnist", _uint8_over_256),
+}
+
+DATASETS: tuple[str, ...] = tuple(_SOURCES)
+"""Names accepted by the functions of this module."""
+
+NUM_PIXELS = 784
+_AUTOTUNE = tf.data.AUTOTUNE
+_MEAN_BATCH = 10_000
+
+
+def _source(dataset: str) -> _Source:
+    try:
+        return _SOURCES[dataset]
+    except KeyError:
+        raise ValueError(
+            f"Unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}."
+        ) from None
+
+
+def _prepared_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    source = _source(dataset)
+    importlib.import_module(source.module)
+    builder = tfds.builder(source.builder, data_dir=data_dir)
+    try:
+        builder.download_and_prepare()
+    except DataUnavailableError as e:
+        # The user needs the message, not the tfds preparation stack.
+        raise DataUnavailableError(f"Cannot prepare dataset {dataset!r}: {e}") from None
+    return builder
+
+
+def load_images(dataset: str, split: str, data_dir: str | None = None) -> tf.data.Dataset:
+    """Loads a split as grey intensities, preparing the TFDS dataset on first use.
+
+    Args:
+        dataset: One of `DATASETS`.
+        split: A TFDS split, possibly sliced, e.g. `"train"`, `"train[:50000]"` or `"test"`.
+            For `"mnist"`, `train[:50000]` is the classic training set and `train[50000:]` the
+            classic validation set.
+        data_dir: TFDS data directory; `None` means the TFDS default (`$TFDS_DATA_DIR`, else
+            `~/tensorflow_datasets`).
+
+    Returns:
+        A dataset of float32 `[784]` intensities in `[0, 1]`, in the split's stored order.
+
+    Raises:
+        ValueError: If `dataset` is unknown.
+        DataUnavailableError: If the dataset is not prepared and its source files are missing.
+    """
+    source = _source(dataset)
+    builder = _prepared_builder(dataset, data_dir)
+    examples = builder.as_dataset(split=split, shuffle_files=False)
+    return examples.map(lambda ex: source.decode(ex["image"]), num_parallel_calls=_AUTOTUNE)
+
+
+def binarize(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Draws Bernoulli(intensity) pixels, deterministically given `seed`.
+
+    Args:
+        images: float32 intensities in `[0, 1]`, any shape.
+        seed: Stateless seed, shape `[2]`, int32 or int64.
+
+    Returns:
+        float32 tensor of `images`' shape with values in {0, 1}.
+    """
+    uniform = tf.random.stateless_uniform(
+        tf.shape(images), seed=seed, alg=tf.random.Algorithm.PHILOX
+    )
+    # u < p has probability p for u ~ U[0, 1), and keeps 0 and 1 fixed.
+    return tf.cast(uniform < images, tf.float32)
+
+
+def binarize_dynamic(images: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """Binarizes each element with a new draw on every iteration over the dataset.
+
+    Elements may be single images or batches. Each element gets its own stateless seed from
+    `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, so the draws are
+    reproducible given `seed` yet differ from one epoch (iterator) to the next.
+
+    Args:
+        images: Dataset of float32 intensities in `[0, 1]`.
+        seed: Seed of the per-element seed stream.
+
+    Returns:
+        Dataset of float32 {0, 1} tensors shaped like `images`' elements.
+    """
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((images, seeds)).map(binarize, num_parallel_calls=_AUTOTUNE)
+
+
+def train_dataset(
+    dataset: str,
+    batch_size: int,
+    seed: int,
+    data_dir: str | None = None,
+    split: str = "train",
+    shuffle_buffer: int = 60_000,
+) -> tf.data.Dataset:
+    """Builds the training input: shuffled, dynamically binarized batches.
+
+    Every epoch reshuffles the images and re-draws every binarization, deterministically given
+    `seed` (two pipelines built with the same seed yield the same sequence of epochs). The
+    decoded intensities are cached in memory, so only the first epoch reads from disk.
+
+    Args:
+        dataset: One of `DATASETS`.
+        batch_size: Examples per batch; the last partial batch is dropped so that shapes are
+            static (XLA).
+        seed: Seed of the shuffling and of the binarization.
+        data_dir: TFDS data directory; `None` for the TFDS default.
+        split: TFDS split to train on, e.g. `"train[:50000]"` to hold out MNIST's validation
+            set.
+        shuffle_buffer: Shuffle buffer size; the default covers all of MNIST (a full shuffle).
+
+    Returns:
+        Dataset of float32 `[batch_size, 784]` tensors with values in {0, 1}.
+
+    Raises:
+        ValueError: If `dataset` is unknown or `batch_size` is not positive.
+        DataUnavailableError: If the dataset is not prepared and its source files are missing.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    images = load_images(dataset, split, data_dir).cache()
+    images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    # Binarizing whole batches: one op per batch instead of one per image.
+    batches = images.batch(batch_size, drop_remainder=True)
+    return binarize_dynamic(batches, seed).prefetch(_AUTOTUNE)
+
+
+def eval_dataset(
+    dataset: str,
+    split: str,
+    batch_size: int,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> tf.data.Dataset:
+    """Builds an evaluation input: a split binarized once, in stored order.
+
+    Example `i` of `split` is binarized with the stateless seed `(seed, i)`, so it is the same
+    in every epoch, run and process, whatever `batch_size` is. `i` counts from the start of
+    `split`, so a slice such as `"train[50000:]"` numbers its own examples from 0.
+
+    Args:
+        dataset: One of `DATASETS`.
+        split: TFDS split, possibly sliced.
+        batch_size: Examples per batch; the last batch may be smaller.
+        seed: Seed of the fixed binarization.
+        data_dir: TFDS data directory; `None` for the TFDS default.
+
+    Returns:
+        Cached dataset of float32 `[<=batch_size, 784]` tensors with values in {0, 1}.
+
+    Raises:
+        ValueError: If `dataset` is unknown or `batch_size` is not positive.
+        DataUnavailableError: If the dataset is not prepared and its source files are missing.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    base_seed = tf.constant(seed, tf.int64)
+    binary = (
+        load_images(dataset, split, data_dir)
+        .enumerate()
+        .map(
+            lambda i, image: binarize(image, tf.stack([base_seed, i])),
+            num_parallel_calls=_AUTOTUNE,
+        )
+    )
+    return binary.batch(batch_size).cache().prefetch(_AUTOTUNE)
+
+
+def mean_image(dataset: str, data_dir: str | None = None, split: str = "train") -> np.ndarray:
+    """Computes the mean intensity of every pixel over a split.
+
+    Used to initialise the decoder's output bias to `logit(mean)` per pixel (Burda et al.).
+
+    Args:
+        dataset: One of `DATASETS`.
+        data_dir: TFDS data directory; `None` for the TFDS default.
+        split: TFDS split, possibly sliced.
+
+    Returns:
+        float64 array `[784]` of mean intensities, in `[0, 1]`.
+
+    Raises:
+        ValueError: If `dataset` is unknown or the split is empty.
+        DataUnavailableError: If the dataset is not prepared and its source files are missing.
+    """
+    batches = load_images(dataset, split, data_dir).batch(_MEAN_BATCH)
+    # float64 accumulators: summing ~6e4 float32 terms per pixel would lose digits.
+    total, count = batches.reduce(
+        (tf.zeros([NUM_PIXELS], tf.float64), tf.constant(0, tf.int64)),
+        lambda acc, x: (
+            acc[0] + tf.reduce_sum(tf.cast(x, tf.float64), axis=0),
+            acc[1] + tf.shape(x, out_type=tf.int64)[0],
+        ),
+    )
+    if int(count) == 0:
+        raise ValueError(f"Split {split!r} of {dataset!r} is empty.")
+    return total.numpy() / int(count)
+
+
+def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
+    """Counts the examples of a split, from the prepared dataset's metadata.
+
+    Args:
+        dataset: One of `DATASETS`.
+        split: TFDS split, possibly sliced (e.g. `"train[:50000]"` gives 50000).
+        data_dir: TFDS data directory; `None` for the TFDS default.
+
+    Returns:
+        The number of examples.
+
+    Raises:
+        ValueError: If `dataset` is unknown.
+        DataUnavailableError: If the dataset is not prepared and its source files are missing.
+    """
+    builder = _prepared_builder(dataset, data_dir)
+    return int(builder.info.splits[split].num_examples)

@@ -1,0 +1,355 @@
+r"""Dense layer factory: the place where the (uncertain) network weights live.
+
+Every dense layer of the encoder and decoder is built by :func:`make_dense`. A layer is either
+deterministic (a point estimate ``W``, as in the VAE / IWAE of Burda et al. 2016) or *uncertain*:
+its kernel ``W`` (shape ``[d_in, d_out]``) has a factorized Gaussian variational posterior
+
+.. math::
+
+    q(W) = \prod_{i,j} \mathcal{N}(W_{ij};\ \mu_{ij},\ \sigma_{ij}^2),
+    \qquad \sigma_{ij} = \operatorname{softplus}(\rho_{ij}),
+
+with trainable ``loc`` :math:`\mu` and *untransformed* scale :math:`\rho` (TFP adds a float
+epsilon, ~1.2e-7 for float32, to the softplus). This is the IWAE with uncertain weights
+("IWAEU") of Hernández-Lobato, Bui, Li, Hernández-Lobato & Turner, where each importance sample
+carries its own draw of the network weights.
+
+How a forward pass ``a = x W`` is sampled differs between the uncertain kinds:
+
+* ``"local_reparameterization"`` (Kingma, Salimans & Welling 2015). For ``W ~ q`` the
+  pre-activation :math:`a_j = \sum_i x_i W_{ij}` is exactly Gaussian with mean
+  :math:`\sum_i x_i \mu_{ij}` and variance :math:`\sum_i x_i^2 \sigma_{ij}^2`, so the layer samples
+  it directly::
+
+      a = x @ mu + sqrt(x**2 @ sigma**2) * eps,      eps ~ N(0, I), one eps per row and unit.
+
+  Each row of a batch therefore gets its own independent weight draw: since the columns of ``W``
+  are independent, this is exact in distribution, for every row, as if that row had sampled its
+  own ``W`` (through a whole stack of such layers too), at the cost of one extra matmul and
+  with lower gradient variance than sampling ``W``. Rows that should be distinct importance
+  samples must thus be distinct rows, i.e. the model tiles ``x`` once per sample.
+* ``"flipout"`` (Wen, Vicol, Ba, Tran & Grosse 2018). One perturbation ``dW ~ N(0, sigma^2)``
+  per call, decorrelated across rows by random sign flips::
+
+      a = x @ mu + ((x * s_in) @ dW) * s_out,        s_in, s_out ~ Rademacher per row.
+
+  Every row gets a pseudo-independent weight draw (each row's marginal is exactly ``q``;
+  different rows are uncorrelated but not independent).
+* ``"reparameterization"`` (Kingma & Welling 2014; Blundell et al. 2015). One draw
+  ``W = mu + sigma * eps`` per call, shared by *every* row of the batch. When rows are importance
+  samples that should each have their own weights this is a DIFFERENT estimator: all ``K``
+  samples of a call see the same network. The model must then not rely on tiling for
+  per-sample weights (see :func:`draws_per_row`).
+
+Bias: for every uncertain kind the bias is a point estimate (a ``tfd.Deterministic`` posterior,
+``is_singular=True``, TFP's default), initialized by ``bias_initializer`` (the decoder's output
+layer passes ``logit(mean pixel)``). This is a deliberate choice: the uncertainty, and the KL,
+live in the kernel only; the bias is an ordinary trained parameter with no prior.
+
+Initialization: the posterior loc is initialized like the deterministic layer's kernel
+(``glorot_uniform``), and the untransformed scale is the constant ``inverse_softplus(init_scale)``
+(default ``init_scale = softplus(-4) ~= 0.018``), so an uncertain network starts close to the
+deterministic one.
+
+KL: by default **no** KL term exists (``layer.losses`` stays empty), so nothing is added to a
+model's loss behind its back. With ``kl_divergence=True`` the analytic
+``KL(q(W) || N(0, prior_scale^2 I))`` of the kernel is added to ``layer.losses`` on every call,
+*unscaled*; the model multiplies it by ``kl_weight / N_train``. (tf_keras resets a layer's
+call-time losses at every top-level call, so they do not accumulate across calls.)
+
+Randomness: TFP 0.25 draws with unseeded ``d.sample()``, i.e. stateful ``tf.random.normal`` ops
+(flipout's Rademacher signs likewise use stateful ``tf.random.uniform`` ops, seeded only by the
+Python-int ``seed`` of ``DenseFlipout``); results are reproducible only through
+``tf.random.set_seed`` and op order, not through a stateless seed tensor.
+
+References:
+    Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
+    https://arxiv.org/abs/1509.00519
+
+    J. M. Hernández-Lobato, T. D. Bui, Y. Li, D. Hernández-Lobato, R. E. Turner. Importance
+    Weighted Autoencoders with Uncertain Neural Network Parameters.
+
+    D. P. Kingma, T. Salimans, M. Welling. Variational Dropout and the Local Reparameterization
+    Trick. NeurIPS 2015. https://arxiv.org/abs/1506.02557
+
+    Y. Wen, P. Vicol, J. Ba, D. Tran, R. Grosse. Flipout: Efficient Pseudo-Independent Weight
+    Perturbations on Mini-Batches. ICLR 2018. https://arxiv.org/abs/1803.04386
+
+    D. P. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014.
+    https://arxiv.org/abs/1312.6114
+
+    C. Blundell, J. Cornebise, K. Kavukcuoglu, D. Wierstra. Weight Uncertainty in Neural
+    Networks. ICML 2015. https://arxiv.org/abs/1505.05424
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as keras
+
+__all__ = [
+    "DEFAULT_INIT_SCALE",
+    "LAYER_KINDS",
+    "draws_per_row",
+    "is_uncertain",
+    "kernel_posterior_variables",
+    "make_dense",
+    "posterior_scales",
+    "set_posterior_scale",
+]
+
+LAYER_KINDS: tuple[str, ...] = (
+    "deterministic",
+    "local_reparameterization",
+    "flipout",
+    "reparameterization",
+)
+"""Valid values of ``kind`` for :func:`make_dense`."""
+
+_UNCERTAIN_CLASSES: dict[str, type[keras.layers.Layer]] = {
+    "local_reparameterization": tfp.layers.DenseLocalReparameterization,
+    "flipout": tfp.layers.DenseFlipout,
+    "reparameterization": tfp.layers.DenseReparameterization,
+}
+
+_PER_ROW_KINDS = frozenset({"local_reparameterization", "flipout"})
+
+DEFAULT_INIT_SCALE: float = math.log1p(math.exp(-4.0))
+"""``softplus(-4) ~= 0.01815``: default initial posterior standard deviation of the weights."""
+
+
+def _inverse_softplus(y: float) -> float:
+    """Numerically stable ``log(exp(y) - 1)`` for ``y > 0``."""
+    return y + math.log(-math.expm1(-y))
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in LAYER_KINDS:
+        raise ValueError(f"Unknown layer kind {kind!r}; expected one of {LAYER_KINDS}.")
+
+
+def _check_positive(value: float, what: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be a positive finite number, got {value!r}.") from err
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{what} must be a positive finite number, got {value!r}.")
+    return value
+
+
+def is_uncertain(kind: str) -> bool:
+    """Whether layers of this kind have a distribution over their kernel.
+
+    Args:
+        kind: One of :data:`LAYER_KINDS`.
+
+    Returns:
+        ``False`` for ``"deterministic"``, ``True`` for the three variational kinds.
+
+    Raises:
+        ValueError: If ``kind`` is unknown.
+    """
+    _check_kind(kind)
+    return kind != "deterministic"
+
+
+def draws_per_row(kind: str) -> bool:
+    """Whether every row of a batch gets its own (pseudo-)independent weight draw.
+
+    The model uses this to decide whether it must tile ``x`` once per importance sample so that
+    each sample sees its own weights: ``True`` for ``"local_reparameterization"`` and
+    ``"flipout"``. ``"reparameterization"`` draws one ``W`` per call shared by all rows, and
+    ``"deterministic"`` has no draw at all, so both return ``False``.
+
+    Args:
+        kind: One of :data:`LAYER_KINDS`.
+
+    Returns:
+        Whether rows get distinct weight draws within one call.
+
+    Raises:
+        ValueError: If ``kind`` is unknown.
+    """
+    _check_kind(kind)
+    return kind in _PER_ROW_KINDS
+
+
+def _normal_prior_fn(prior_scale: float) -> Any:
+    """TFP ``kernel_prior_fn``: factorized ``N(0, prior_scale^2)`` over the kernel."""
+
+    def _prior_fn(
+        dtype: tf.DType, shape: Any, name: str, trainable: bool, add_variable_fn: Any
+    ) -> Any:
+        # Imports inside: TFP's get_config/from_config rebuilds this function from its bytecode
+        # without the module's globals.
+        import tensorflow as tf
+        import tensorflow_probability as tfp
+
+        del name, trainable, add_variable_fn  # A fixed prior has no variables.
+        dist = tfp.distributions.Normal(
+            loc=tf.zeros(shape, dtype), scale=tf.constant(prior_scale, dtype=dtype)
+        )
+        return tfp.distributions.Independent(dist, reinterpreted_batch_ndims=len(shape))
+
+    return _prior_fn
+
+
+def _analytic_kl(q: Any, p: Any, _sample: Any) -> Any:
+    """TFP ``kernel_divergence_fn``: closed-form ``KL(q || p)`` (a scalar), sample unused."""
+    import tensorflow_probability as tfp  # See _normal_prior_fn.
+
+    return tfp.distributions.kl_divergence(q, p)
+
+
+def make_dense(
+    units: int,
+    *,
+    kind: str = "deterministic",
+    activation: str | None = None,
+    init_scale: float = DEFAULT_INIT_SCALE,
+    kl_divergence: bool = False,
+    prior_scale: float = 1.0,
+    bias_initializer: keras.initializers.Initializer | str = "zeros",
+    name: str | None = None,
+) -> keras.layers.Layer:
+    """Builds one dense layer, deterministic or with a factorized Gaussian weight posterior.
+
+    Args:
+        units: Output dimension.
+        kind: One of :data:`LAYER_KINDS`. ``"deterministic"`` gives ``keras.layers.Dense``
+            (glorot_uniform kernel); ``"local_reparameterization"``, ``"flipout"`` and
+            ``"reparameterization"`` give ``tfp.layers.DenseLocalReparameterization``,
+            ``DenseFlipout`` and ``DenseReparameterization`` (see the module docstring for how
+            they differ).
+        activation: Keras activation name (e.g. ``"tanh"``) or ``None`` for linear.
+        init_scale: Initial posterior standard deviation of every kernel weight:
+            ``softplus(untransformed_scale) == init_scale`` at build time. Must be ``> 0``;
+            validated for every kind, used only by the uncertain ones.
+        kl_divergence: If ``False`` (default) the layer adds no loss at all. If ``True`` (only
+            for uncertain kinds) every call adds the analytic, *unscaled*
+            ``KL(q(W) || N(0, prior_scale^2 I))`` of the kernel to ``layer.losses``.
+        prior_scale: Standard deviation of the zero-mean Gaussian prior over the kernel
+            weights (TFP's own default is 1). Must be ``> 0``. The prior is built (as
+            ``layer.kernel_prior``) even when ``kl_divergence`` is ``False``.
+        bias_initializer: Keras initializer (or its name) of the bias. For uncertain kinds the
+            bias is a point estimate (``tfd.Deterministic`` posterior, no KL).
+        name: Layer name.
+
+    Returns:
+        An unbuilt ``tf_keras`` layer. Uncertain layers create, on build, the trainable
+        variables ``kernel_posterior_loc``, ``kernel_posterior_untransformed_scale`` and
+        ``bias_posterior_loc``.
+
+    Raises:
+        ValueError: If ``kind`` is unknown, ``units`` is not a positive integer,
+            ``init_scale`` or ``prior_scale`` is not a positive finite number, or
+            ``kl_divergence=True`` is requested for a deterministic layer.
+    """
+    _check_kind(kind)
+    if isinstance(units, bool) or not isinstance(units, int | np.integer) or units <= 0:
+        raise ValueError(f"units must be a positive integer, got {units!r}.")
+    init_scale = _check_positive(init_scale, "init_scale")
+    prior_scale = _check_positive(prior_scale, "prior_scale")
+    # Fresh initializer instances per layer (a name gives a new one): tf_keras's unseeded
+    # initializers repeat their values when one instance is called more than once.
+    bias_init = keras.initializers.get(bias_initializer)
+
+    if kind == "deterministic":
+        if kl_divergence:
+            raise ValueError(
+                "kl_divergence=True needs an uncertain layer kind; a deterministic layer has "
+                "no weight posterior."
+            )
+        return keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=keras.initializers.GlorotUniform(),
+            bias_initializer=bias_init,
+            name=name,
+        )
+
+    kernel_posterior_fn = tfp.layers.default_mean_field_normal_fn(
+        is_singular=False,
+        loc_initializer=keras.initializers.GlorotUniform(),
+        untransformed_scale_initializer=keras.initializers.Constant(_inverse_softplus(init_scale)),
+    )
+    bias_posterior_fn = tfp.layers.default_mean_field_normal_fn(
+        is_singular=True, loc_initializer=bias_init
+    )
+    layer_cls = _UNCERTAIN_CLASSES[kind]
+    return layer_cls(
+        units,
+        activation=activation,
+        kernel_posterior_fn=kernel_posterior_fn,
+        kernel_prior_fn=_normal_prior_fn(prior_scale),
+        kernel_divergence_fn=_analytic_kl if kl_divergence else None,
+        bias_posterior_fn=bias_posterior_fn,
+        bias_prior_fn=None,
+        bias_divergence_fn=None,
+        name=name,
+    )
+
+
+def kernel_posterior_variables(layer: keras.layers.Layer) -> tuple[tf.Variable, tf.Variable]:
+    """The trainable variables of an uncertain layer's kernel posterior.
+
+    Args:
+        layer: A built layer from :func:`make_dense` with an uncertain kind.
+
+    Returns:
+        ``(loc, untransformed_scale)``, both of shape ``[d_in, units]``; the posterior standard
+        deviation is ``softplus(untransformed_scale)`` (plus TFP's float epsilon).
+
+    Raises:
+        ValueError: If the layer is deterministic or not built yet.
+    """
+    posterior = getattr(layer, "kernel_posterior", None)
+    if posterior is None:
+        raise ValueError(
+            f"Layer {layer.name!r} has no kernel posterior: it is deterministic or not built "
+            "yet (call it once, or layer.build(input_shape))."
+        )
+    normal = posterior.distribution
+    return normal.loc, normal.scale.pretransformed_input
+
+
+def posterior_scales(layer: keras.layers.Layer) -> tf.Tensor:
+    """The posterior standard deviations ``sigma`` of an uncertain layer's kernel.
+
+    Args:
+        layer: A built layer from :func:`make_dense` with an uncertain kind.
+
+    Returns:
+        ``softplus(untransformed_scale)``, shape ``[d_in, units]``. (The distribution TFP samples
+        from uses this plus the dtype's epsilon, ~1.2e-7 for float32.)
+
+    Raises:
+        ValueError: If the layer is deterministic or not built yet.
+    """
+    _, untransformed = kernel_posterior_variables(layer)
+    return tf.nn.softplus(untransformed)
+
+
+def set_posterior_scale(layer: keras.layers.Layer, scale: float | np.ndarray | tf.Tensor) -> None:
+    """Assigns the kernel posterior standard deviation, e.g. for the ``sigma -> 0`` limit in tests.
+
+    Args:
+        layer: A built layer from :func:`make_dense` with an uncertain kind.
+        scale: New ``sigma`` (> 0), a scalar or anything broadcastable to ``[d_in, units]``.
+
+    Raises:
+        ValueError: If the layer has no kernel posterior or ``scale`` is not positive.
+    """
+    _, untransformed = kernel_posterior_variables(layer)
+    scale = np.asarray(scale, dtype=np.float64)
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise ValueError("scale must be positive and finite.")
+    value = scale + np.log(-np.expm1(-scale))  # inverse softplus, stable for small and large
+    value = np.broadcast_to(value, untransformed.shape)
+    untransformed.assign(tf.constant(value, dtype=untransformed.dtype))

@@ -1,0 +1,238 @@
+"""The importance-weighted autoencoder: log-weights, and Keras train and test steps.
+
+For a batch x and k importance samples, `log_weights` returns the [k, batch] matrix
+
+    log w_i = log p(x, h^(i)) - log q(h^(i) | x),   h^(i) ~ q(h | x),
+
+drawn by reparameterization, so gradients flow through the samples (Kingma & Welling 2014).
+`train_step` maximizes the objective chosen at construction, `iwae` (the k-sample bound of
+Burda et al. 2016) or `vae` (the mean single-sample ELBO), see `iwae_tf.bounds`.
+
+With uncertain network weights (Hernandez-Lobato et al.), every importance sample i also
+carries its own weight draws theta^(i), phi^(i): the layers draw per row, and the encoder sees
+x tiled k times. The importance weight of sample i then uses q(h^(i) | x; phi^(i)) from the same
+encoder pass that produced h^(i), which makes L_k a lower bound on the log-likelihood of the
+mixture model p(x) = E_{q(theta)}[p(x; theta)] (no weight-prior KL enters unless asked for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from iwae_tf import bounds
+from iwae_tf import layers as dense_layers
+from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob
+
+
+class ImportanceWeightedAutoencoder(keras.Model):
+    """A VAE or IWAE, trained with `model.fit` on batches of binary data [batch, features].
+
+    Metrics, all per example in nats: `loss` = -objective (+ the scaled weight KL if any),
+    `iwae_bound` = L_k and `elbo` = the mean single-sample ELBO, both at the training k.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: Decoder,
+        num_importance_samples: int = 5,
+        objective: str = "iwae",
+        kl_weight: float = 0.0,
+        num_train_examples: int | None = None,
+        **kwargs,
+    ) -> None:
+        """Builds the model.
+
+        Args:
+          encoder: The recognition model q(h | x).
+          decoder: The generative model p(x, h).
+          num_importance_samples: k, the importance samples per example in training.
+          objective: "iwae" or "vae" (see `iwae_tf.bounds.OBJECTIVES`).
+          kl_weight: Weight of sum KL(q(W) || p(W)) / num_train_examples in the loss, for
+            networks whose uncertain layers were built with a KL; 0 trains the plain bound.
+          num_train_examples: N in the KL scaling; required when kl_weight > 0.
+          **kwargs: Passed to `keras.Model`.
+        """
+        super().__init__(**kwargs)
+        if num_importance_samples < 1:
+            raise ValueError(f"num_importance_samples must be >= 1, got {num_importance_samples}.")
+        if objective not in bounds.OBJECTIVES:
+            raise ValueError(
+                f"Unknown objective {objective!r}; expected one of {bounds.OBJECTIVES}."
+            )
+        if kl_weight < 0:
+            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
+        if kl_weight > 0 and not num_train_examples:
+            raise ValueError("kl_weight > 0 needs num_train_examples to scale the KL per example.")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.num_importance_samples = int(num_importance_samples)
+        self.objective = objective
+        self.kl_weight = float(kl_weight)
+        self.num_train_examples = num_train_examples
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.iwae_bound_tracker = keras.metrics.Mean(name="iwae_bound")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker, self.iwae_bound_tracker, self.elbo_tracker]
+
+    def log_weights(self, x: tf.Tensor, num_samples: int) -> tf.Tensor:
+        """log p(x, h^(i)) - log q(h^(i) | x) for i = 1..num_samples.
+
+        Args:
+          x: [batch, features] binary data.
+          num_samples: k, a Python int.
+
+        Returns:
+          [num_samples, batch] log importance weights.
+        """
+        posterior = self.encoder(x, num_samples=num_samples)
+        latents = [sample for sample, _ in posterior]
+        log_q = tf.add_n([gaussian_log_prob(sample, q) for sample, q in posterior])
+        return self.decoder.log_prob(x, latents) - log_q
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        """The k-sample bound L_k per example, at the training k."""
+        return bounds.iwae_bound(self.log_weights(x, self.num_importance_samples))
+
+    def weight_kl(self) -> tf.Tensor:
+        """kl_weight * sum KL(q(W) || p(W)) / N: the per-example weight-prior penalty, or 0.
+
+        The KL terms are the ones the uncertain layers added to `self.losses` in the last
+        forward pass; with kl_weight = 0 none enters the loss.
+        """
+        if self.kl_weight == 0.0 or not self.losses:
+            return tf.constant(0.0)
+        return self.kl_weight * tf.add_n(self.losses) / float(self.num_train_examples)
+
+    def _forward(self, x: tf.Tensor) -> tf.Tensor:
+        log_weights = self.log_weights(x, self.num_importance_samples)
+        iwae_bound = bounds.iwae_bound(log_weights)
+        elbo = bounds.elbo(log_weights)
+        per_example = iwae_bound if self.objective == "iwae" else elbo
+        weight_kl = self.weight_kl()
+        # Sum over the replica's batch / global batch: correct under tf.distribute, whose
+        # gradients are summed across replicas; the KL is a model-level term, scaled once.
+        loss = tf.nn.compute_average_loss(-per_example) + tf.nn.scale_regularization_loss(weight_kl)
+        self.loss_tracker.update_state(-per_example + weight_kl)
+        self.iwae_bound_tracker.update_state(iwae_bound)
+        self.elbo_tracker.update_state(elbo)
+        return loss
+
+    def train_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = _features(data)
+        with tf.GradientTape() as tape:
+            loss = self._forward(x)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
+        self._forward(_features(data))
+        return {m.name: m.result() for m in self.metrics}
+
+
+def _features(data: tf.Tensor | tuple) -> tf.Tensor:
+    # Accept x alone or Keras' (x,) / (x, y) tuples: an autoencoder has no targets.
+    if isinstance(data, tuple | list):
+        data = data[0]
+    return data
+
+
+class Variant(NamedTuple):
+    """A named model family: its training objective and which networks have uncertain weights.
+
+    Attributes:
+      objective: "iwae" or "vae".
+      uncertain_encoder: Whether q(z|x) has a factorized Gaussian over its weights.
+      uncertain_decoder: Whether p(x|z) has one.
+    """
+
+    objective: str
+    uncertain_encoder: bool
+    uncertain_decoder: bool
+
+
+VARIANTS: dict[str, Variant] = {
+    "vae": Variant("vae", False, False),
+    "iwae": Variant("iwae", False, False),
+    "iwaeu": Variant("iwae", True, True),
+    "iwaeu_rec": Variant("iwae", True, False),
+    "iwaeu_gen": Variant("iwae", False, True),
+}
+
+
+def build_model(
+    variant: str = "iwae",
+    num_importance_samples: int = 5,
+    latent_sizes: Sequence[int] = (50,),
+    hidden_sizes: Sequence[Sequence[int]] = ((200, 200),),
+    data_size: int = 784,
+    output_bias: np.ndarray | float = 0.0,
+    uncertain_layer_kind: str = "local_reparameterization",
+    init_scale: float = dense_layers.DEFAULT_INIT_SCALE,
+    kl_weight: float = 0.0,
+    prior_scale: float = 1.0,
+    num_train_examples: int | None = None,
+) -> ImportanceWeightedAutoencoder:
+    """Builds a named variant (see `VARIANTS`) with the architecture of Burda et al.
+
+    Args:
+      variant: One of `VARIANTS`.
+      num_importance_samples: k used in training.
+      latent_sizes: Sizes of the stochastic layers, bottom first.
+      hidden_sizes: Hidden layer sizes for each stochastic layer, bottom first.
+      data_size: Number of pixels.
+      output_bias: Initial decoder output bias, e.g. `networks.output_bias_from_mean`.
+      uncertain_layer_kind: The `iwae_tf.layers` kind used by uncertain networks.
+      init_scale: Initial posterior std of uncertain weights.
+      kl_weight: Weight of the weight-prior KL per example (0: none).
+      prior_scale: Std of the N(0, prior_scale^2) weight prior.
+      num_train_examples: Training set size, to scale the KL.
+
+    Returns:
+      An uncompiled model.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown model variant {variant!r}; expected one of {sorted(VARIANTS)}.")
+    spec = VARIANTS[variant]
+    if spec.uncertain_encoder or spec.uncertain_decoder:
+        if not dense_layers.is_uncertain(uncertain_layer_kind):
+            raise ValueError(
+                f"Variant {variant!r} needs an uncertain layer kind, got {uncertain_layer_kind!r}."
+            )
+    elif kl_weight > 0:
+        raise ValueError(
+            f"kl_weight > 0 needs uncertain weights, but variant {variant!r} has none."
+        )
+
+    def config(uncertain: bool) -> NetworkConfig:
+        if not uncertain:
+            return NetworkConfig()
+        return NetworkConfig(uncertain_layer_kind, init_scale, kl_weight > 0, prior_scale)
+
+    encoder = Encoder(latent_sizes, hidden_sizes, config(spec.uncertain_encoder), name="encoder")
+    decoder = Decoder(
+        data_size,
+        latent_sizes,
+        hidden_sizes,
+        config(spec.uncertain_decoder),
+        output_bias=output_bias,
+        name="decoder",
+    )
+    return ImportanceWeightedAutoencoder(
+        encoder,
+        decoder,
+        num_importance_samples=num_importance_samples,
+        objective=spec.objective,
+        kl_weight=kl_weight,
+        num_train_examples=num_train_examples,
+        name=variant,
+    )

@@ -1,0 +1,325 @@
+"""Encoder q(h|x) and decoder p(x, h) networks with diagonal Gaussian and Bernoulli heads.
+
+The architectures are those of Burda, Grosse & Salakhutdinov (2016), Section 5: with L
+stochastic layers h_1, ..., h_L,
+
+    q(h_1, ..., h_L | x) = q(h_1 | x) prod_{l=2..L} q(h_l | h_{l-1}),
+    p(x, h_1, ..., h_L)  = p(h_L) prod_{l=1..L-1} p(h_l | h_{l+1}) p(x | h_1),
+
+where every conditional is an MLP of tanh hidden layers ending in a diagonal Gaussian
+N(mean, diag(std^2)) with std = exp(linear), except p(x | h_1), which is a product of Bernoullis,
+and p(h_L) = N(0, I). With one stochastic layer and hidden sizes (200, 200) this is the paper's
+784-200-200-50 model.
+
+The dense layers come from `iwae_tf.layers.make_dense`, so each network can be deterministic or
+carry a factorized Gaussian over its weights (the uncertain-weights model of Hernandez-Lobato et
+al.). Networks work on rows: a [rows, features] input, where rows are (importance sample,
+example) pairs flattened into one axis so every matmul is a single large GEMM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as keras
+
+from iwae_tf import layers as dense_layers
+
+tfd = tfp.distributions
+
+
+class Gaussian(NamedTuple):
+    """A diagonal Gaussian given by its mean and standard deviation, both [..., dims]."""
+
+    mean: tf.Tensor
+    std: tf.Tensor
+
+
+def gaussian_log_prob(value: tf.Tensor, gaussian: Gaussian) -> tf.Tensor:
+    """Log-density of a diagonal Gaussian, summed over the last axis.
+
+    log N(z; mu, diag(sigma^2)) = sum_j [-(z_j - mu_j)^2 / (2 sigma_j^2) - log sigma_j
+                                         - log(2 pi) / 2].
+
+    Args:
+      value: [..., dims] points z.
+      gaussian: The distribution, broadcastable against `value`.
+
+    Returns:
+      [...] log-densities.
+    """
+    return tf.reduce_sum(tfd.Normal(gaussian.mean, gaussian.std).log_prob(value), axis=-1)
+
+
+def standard_normal_log_prob(value: tf.Tensor) -> tf.Tensor:
+    """log N(z; 0, I) = sum_j [-z_j^2 / 2 - log(2 pi) / 2], summed over the last axis."""
+    return tf.reduce_sum(-0.5 * tf.square(value) - 0.5 * np.log(2.0 * np.pi), axis=-1)
+
+
+def bernoulli_log_prob(value: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """log prod_j Bernoulli(x_j; sigmoid(l_j)) = sum_j [x_j l_j - softplus(l_j)], last axis."""
+    return tf.reduce_sum(tfd.Bernoulli(logits=logits, dtype=value.dtype).log_prob(value), axis=-1)
+
+
+class NetworkConfig(NamedTuple):
+    """How the dense layers of one network are built (see `iwae_tf.layers.make_dense`).
+
+    Attributes:
+      layer_kind: One of `iwae_tf.layers.LAYER_KINDS`.
+      init_scale: Initial posterior standard deviation of uncertain weights.
+      kl_divergence: Whether uncertain layers add KL(q(W) || p(W)) to the model's losses.
+      prior_scale: Standard deviation of the N(0, prior_scale^2) weight prior of that KL.
+    """
+
+    layer_kind: str = "deterministic"
+    init_scale: float = dense_layers.DEFAULT_INIT_SCALE
+    kl_divergence: bool = False
+    prior_scale: float = 1.0
+
+
+class GaussianMLP(keras.layers.Layer):
+    """tanh MLP ending in a diagonal Gaussian N(mean, diag(exp(log_std))^2)."""
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int],
+        output_size: int,
+        config: NetworkConfig,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.output_size = output_size
+        self.hidden = [
+            _dense(size, config, "tanh", f"hidden_{i}") for i, size in enumerate(hidden_sizes)
+        ]
+        # One layer of 2 * output_size units computes mean and log-std in a single matmul.
+        self.head = _dense(2 * output_size, config, None, "gaussian_head")
+
+    def call(self, inputs: tf.Tensor) -> Gaussian:
+        h = inputs
+        for layer in self.hidden:
+            h = layer(h)
+        mean, log_std = tf.split(self.head(h), 2, axis=-1)
+        return Gaussian(mean, tf.exp(log_std))
+
+
+class BernoulliMLP(keras.layers.Layer):
+    """tanh MLP ending in the logits of independent Bernoullis."""
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int],
+        output_size: int,
+        config: NetworkConfig,
+        output_bias: np.ndarray | float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hidden = [
+            _dense(size, config, "tanh", f"hidden_{i}") for i, size in enumerate(hidden_sizes)
+        ]
+        self.head = _dense(
+            output_size,
+            config,
+            None,
+            "bernoulli_logits",
+            bias_initializer=keras.initializers.Constant(output_bias),
+        )
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        h = inputs
+        for layer in self.hidden:
+            h = layer(h)
+        return self.head(h)
+
+
+def _dense(
+    units: int,
+    config: NetworkConfig,
+    activation: str | None,
+    name: str,
+    bias_initializer: keras.initializers.Initializer | str = "zeros",
+) -> keras.layers.Layer:
+    return dense_layers.make_dense(
+        units,
+        kind=config.layer_kind,
+        activation=activation,
+        init_scale=config.init_scale,
+        kl_divergence=config.kl_divergence,
+        prior_scale=config.prior_scale,
+        bias_initializer=bias_initializer,
+        name=name,
+    )
+
+
+def output_bias_from_mean(mean_image: np.ndarray | float, clip: float = 1e-3) -> np.ndarray:
+    """logit(clip(mean, clip, 1 - clip)): the decoder output bias of Burda et al.
+
+    Starting the Bernoulli logits at the logit of the mean training pixel makes the initial
+    decoder output the average image, which speeds up the first epochs.
+
+    Args:
+      mean_image: Mean training intensity per pixel (or one scalar).
+      clip: Clipping of the mean away from 0 and 1, so that the logit stays finite.
+
+    Returns:
+      float32 array of logits, shaped like `mean_image`.
+    """
+    p = np.clip(np.asarray(mean_image, dtype=np.float64), clip, 1.0 - clip)
+    return np.log(p / (1.0 - p)).astype(np.float32)
+
+
+class Encoder(keras.Model):
+    """The recognition model q(h_1, ..., h_L | x) with reparameterized sampling.
+
+    Each stochastic layer l is a `GaussianMLP` on the sample of the layer below (h_0 = x).
+    Calling the encoder draws `num_samples` samples per example and returns, for every layer,
+    the samples and the Gaussian they were drawn from, all shaped [num_samples, batch, dims].
+
+    When the encoder's weights are uncertain with a draw per row, each importance sample must
+    see its own weight draw phi^(m), so x is tiled num_samples times before the first layer;
+    a deterministic encoder computes q(h_1 | x) once per example and broadcasts it.
+    """
+
+    def __init__(
+        self,
+        latent_sizes: Sequence[int] = (50,),
+        hidden_sizes: Sequence[Sequence[int]] = ((200, 200),),
+        config: NetworkConfig | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if len(latent_sizes) != len(hidden_sizes):
+            raise ValueError(
+                f"Encoder needs one hidden-size list per stochastic layer; got "
+                f"{len(latent_sizes)} latent sizes and {len(hidden_sizes)} hidden-size lists."
+            )
+        self.latent_sizes = tuple(latent_sizes)
+        self.config = config = config or NetworkConfig()
+        self.tile_inputs = dense_layers.draws_per_row(config.layer_kind)
+        self.blocks = [
+            GaussianMLP(hidden, latent, config, name=f"q_h{i + 1}")
+            for i, (hidden, latent) in enumerate(zip(hidden_sizes, latent_sizes, strict=True))
+        ]
+
+    def call(self, x: tf.Tensor, num_samples: int = 1) -> list[tuple[tf.Tensor, Gaussian]]:
+        """Draws h_l ~ q(h_l | h_{l-1}) for every stochastic layer l.
+
+        Args:
+          x: [batch, features] inputs.
+          num_samples: Importance samples k per example.
+
+        Returns:
+          One (sample, Gaussian) pair per stochastic layer, bottom first. Samples are
+          [num_samples, batch, dims]; the Gaussians broadcast against them (the first layer's
+          is [1, batch, dims] when computed once per example).
+        """
+        batch = tf.shape(x)[0]
+        rows = _tile_rows(x, num_samples) if self.tile_inputs else x
+        layers_out = []
+        for block in self.blocks:
+            shape = [num_samples, batch, block.output_size]
+            gaussian = block(rows)
+            if rows is x:
+                # One q(h_1|x) per example, shared by its k samples: broadcast, don't recompute.
+                mean, std = gaussian.mean[tf.newaxis], gaussian.std[tf.newaxis]
+            else:
+                mean, std = tf.reshape(gaussian.mean, shape), tf.reshape(gaussian.std, shape)
+            sample = mean + std * tf.random.normal(shape, dtype=x.dtype)
+            layers_out.append((sample, Gaussian(mean, std)))
+            rows = tf.reshape(sample, [-1, block.output_size])
+        return layers_out
+
+
+class Decoder(keras.Model):
+    """The generative model p(x, h_1, ..., h_L) with a N(0, I) prior on the top layer.
+
+    Calling the decoder on latent samples returns the Bernoulli logits of x and the Gaussians
+    p(h_l | h_{l+1}) of the intermediate layers; `log_prob` turns them into log p(x, h).
+    """
+
+    def __init__(
+        self,
+        data_size: int = 784,
+        latent_sizes: Sequence[int] = (50,),
+        hidden_sizes: Sequence[Sequence[int]] = ((200, 200),),
+        config: NetworkConfig | None = None,
+        output_bias: np.ndarray | float = 0.0,
+        **kwargs,
+    ) -> None:
+        """Builds the decoder.
+
+        Args:
+          data_size: Number of Bernoulli outputs (pixels).
+          latent_sizes: Sizes of h_1, ..., h_L, bottom first (as for the encoder).
+          hidden_sizes: Hidden sizes per stochastic layer, bottom first, as for the encoder;
+            each generative conditional uses them in reverse, mirroring the encoder.
+          config: How the dense layers are built.
+          output_bias: Initial bias of the Bernoulli logits, e.g. `output_bias_from_mean`.
+          **kwargs: Passed to `keras.Model`.
+        """
+        super().__init__(**kwargs)
+        if len(latent_sizes) != len(hidden_sizes):
+            raise ValueError(
+                f"Decoder needs one hidden-size list per stochastic layer; got "
+                f"{len(latent_sizes)} latent sizes and {len(hidden_sizes)} hidden-size lists."
+            )
+        self.latent_sizes = tuple(latent_sizes)
+        self.config = config = config or NetworkConfig()
+        self.tile_inputs = dense_layers.draws_per_row(config.layer_kind)
+        self.output_net = BernoulliMLP(
+            tuple(reversed(hidden_sizes[0])), data_size, config, output_bias, name="p_x"
+        )
+        # p(h_l | h_{l+1}) for l = 1..L-1, bottom first.
+        self.blocks = [
+            GaussianMLP(
+                tuple(reversed(hidden_sizes[i + 1])), latent_sizes[i], config, name=f"p_h{i + 1}"
+            )
+            for i in range(len(latent_sizes) - 1)
+        ]
+
+    def call(self, latents: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[Gaussian]]:
+        """Evaluates the generative conditionals at given latents.
+
+        Args:
+          latents: h_1, ..., h_L, bottom first, each [rows, dims].
+
+        Returns:
+          (logits of p(x | h_1) as [rows, data_size], [p(h_l | h_{l+1}) for l = 1..L-1]).
+        """
+        conditionals = [block(latents[i + 1]) for i, block in enumerate(self.blocks)]
+        return self.output_net(latents[0]), conditionals
+
+    def log_prob(self, x: tf.Tensor, latents: Sequence[tf.Tensor]) -> tf.Tensor:
+        """log p(x, h_1, ..., h_L) for every importance sample.
+
+        Args:
+          x: [batch, data_size] binary data.
+          latents: h_1, ..., h_L, bottom first, each [num_samples, batch, dims].
+
+        Returns:
+          [num_samples, batch] log joint densities.
+        """
+        sample_shape = tf.shape(latents[0])[:2]
+        rows = [tf.reshape(h, [-1, h.shape[-1]]) for h in latents]
+        logits, conditionals = self(rows)
+        logits = tf.reshape(logits, tf.concat([sample_shape, [-1]], axis=0))
+        log_joint = bernoulli_log_prob(x[tf.newaxis], logits) + standard_normal_log_prob(
+            latents[-1]
+        )
+        for latent, gaussian in zip(latents[:-1], conditionals, strict=True):
+            gaussian = Gaussian(
+                tf.reshape(gaussian.mean, tf.shape(latent)),
+                tf.reshape(gaussian.std, tf.shape(latent)),
+            )
+            log_joint += gaussian_log_prob(latent, gaussian)
+        return log_joint
+
+
+def _tile_rows(x: tf.Tensor, num_samples: int) -> tf.Tensor:
+    """[batch, features] -> [num_samples * batch, features], sample-major."""
+    return tf.reshape(tf.tile(x[tf.newaxis], [num_samples, 1, 1]), [-1, x.shape[-1]])

@@ -1,0 +1,232 @@
+"""Training and evaluation of one run: config in, metrics.json and history.csv out.
+
+`train_and_evaluate(config, workdir)` is the whole job behind `scripts/train.py`: it builds
+the input pipeline and the model, fits with Adam (epsilon 1e-4, as in Burda et al. 2016),
+estimates the test NLL with `config.eval_k` importance samples, and writes
+
+    workdir/metrics.json   the final figures (see `train_and_evaluate`)
+    workdir/history.csv    per-epoch training and test-set metrics (Keras CSVLogger)
+    workdir/backup/        the last epoch's checkpoint, so a killed run resumes (BackupAndRestore)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from iwae_tf import data, evaluation, layers, networks
+from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
+
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Attributes:
+      dataset: Dataset name, one of `iwae_tf.data.DATASETS`.
+      model: Model variant, one of `iwae_tf.model.VARIANTS`.
+      k: Importance samples per example in training.
+      epochs: Passes over the training set.
+      batch_size: Examples per training step.
+      learning_rate: Adam learning rate.
+      steps_per_epoch: Optional cap on the steps of each epoch.
+      seed: Seed of weights initialization, binarization, shuffling and sampling.
+      eval_k: Importance samples per example for the final test NLL.
+      latent_sizes: Sizes of the stochastic layers, bottom first.
+      hidden_sizes: Hidden layer sizes of each stochastic layer, bottom first.
+      uncertain_layer_kind: Layer kind of uncertain networks (see `iwae_tf.layers`).
+      init_scale: Initial posterior std of uncertain weights.
+      kl_weight: Weight of the weight-prior KL per example (0: none).
+      prior_scale: Std of the weight prior of that KL.
+      train_split: tfds split to train on (slices like "train[:1000]" work).
+      test_split: tfds split to evaluate on; binarized once, with a fixed seed.
+      eval_batch_size: Examples per evaluation batch.
+      data_dir: tfds data directory (None: the tfds default).
+    """
+
+    dataset: str = "mnist"
+    model: str = "iwae"
+    k: int = 5
+    epochs: int = 3
+    batch_size: int = 20
+    learning_rate: float = 1e-3
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    eval_k: int = 1000
+    latent_sizes: tuple[int, ...] = (50,)
+    hidden_sizes: tuple[tuple[int, ...], ...] = ((200, 200),)
+    uncertain_layer_kind: str = "local_reparameterization"
+    init_scale: float = layers.DEFAULT_INIT_SCALE
+    kl_weight: float = 0.0
+    prior_scale: float = 1.0
+    train_split: str = "train"
+    test_split: str = "test"
+    eval_batch_size: int = 100
+    data_dir: str | None = None
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad setting."""
+        if self.model not in VARIANTS:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {sorted(VARIANTS)}")
+        if self.dataset not in data.DATASETS:
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; expected one of {sorted(data.DATASETS)}"
+            )
+        for name in ("k", "epochs", "batch_size", "eval_k", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if len(self.latent_sizes) != len(self.hidden_sizes):
+            raise ValueError("latent_sizes and hidden_sizes need one entry per stochastic layer")
+        if self.uncertain_layer_kind not in layers.LAYER_KINDS:
+            raise ValueError(
+                f"unknown layer kind {self.uncertain_layer_kind!r}; "
+                f"expected one of {layers.LAYER_KINDS}"
+            )
+
+
+def check_workdir(workdir: str) -> None:
+    """Fails early, before any training, if results cannot be written to `workdir`.
+
+    Raises:
+      FileExistsError: `workdir` holds a finished run, which must not be overwritten.
+      PermissionError: `workdir` cannot be created or written.
+    """
+    if os.path.exists(os.path.join(workdir, METRICS_FILE)):
+        raise FileExistsError(
+            f"{workdir} already holds a finished run ({METRICS_FILE}); choose another output dir"
+        )
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"cannot create output dir {workdir}: {e.strerror}") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise PermissionError(f"output dir {workdir} is not writable")
+
+
+def make_model(config: TrainConfig, num_train_examples: int) -> ImportanceWeightedAutoencoder:
+    """Builds and compiles the model of `config`, its output bias set from the training data."""
+    mean_image = data.mean_image(config.dataset, config.data_dir, split=config.train_split)
+    model = build_model(
+        config.model,
+        num_importance_samples=config.k,
+        latent_sizes=config.latent_sizes,
+        hidden_sizes=config.hidden_sizes,
+        output_bias=networks.output_bias_from_mean(mean_image),
+        uncertain_layer_kind=config.uncertain_layer_kind,
+        init_scale=config.init_scale,
+        kl_weight=config.kl_weight,
+        prior_scale=config.prior_scale,
+        num_train_examples=num_train_examples,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, epsilon=1e-4))
+    return model
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
+    """Trains `config`'s model, estimates its test NLL and writes the results to `workdir`.
+
+    Args:
+      config: The run's settings.
+      workdir: Output directory; must not hold a finished run.
+
+    Returns:
+      The metrics also written to workdir/metrics.json: test_nll (positive nats, mean over
+      the test set of -log p(x) estimated with eval_k samples), test_nll_stderr,
+      test_negative_elbo, the final training and test bounds at the training k, train_steps,
+      train_seconds (wall time of fit only) and the config.
+    """
+    config.validate()
+    check_workdir(workdir)
+    keras.utils.set_random_seed(config.seed)
+
+    num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
+    train_ds = data.train_dataset(
+        config.dataset,
+        config.batch_size,
+        seed=config.seed,
+        split=config.train_split,
+        data_dir=config.data_dir,
+    )
+    test_ds = data.eval_dataset(
+        config.dataset, config.test_split, config.eval_batch_size, data_dir=config.data_dir
+    )
+    model = make_model(config, num_train)
+    logging.info(
+        "Training %s (k=%d) on %s: %d examples, %d epochs of batch %d.",
+        config.model,
+        config.k,
+        config.dataset,
+        num_train,
+        config.epochs,
+        config.batch_size,
+    )
+    callbacks = [
+        keras.callbacks.CSVLogger(os.path.join(workdir, HISTORY_FILE), append=True),
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR)),
+    ]
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=test_ds,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    train_seconds = time.perf_counter() - start
+    train_steps = int(model.optimizer.iterations.numpy())
+
+    start = time.perf_counter()
+    estimates = evaluation.estimate_log_likelihood(model, test_ds, num_samples=config.eval_k)
+    eval_seconds = time.perf_counter() - start
+
+    last = {name: values[-1] for name, values in history.history.items()}
+    metrics = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "k": config.k,
+        "epochs": config.epochs,
+        "eval_k": config.eval_k,
+        "test_nll": estimates.nll,
+        "test_nll_stderr": estimates.nll_stderr,
+        "test_negative_elbo": estimates.negative_elbo,
+        "num_test_examples": int(len(estimates.log_px)),
+        "train_loss": float(last.get("loss", float("nan"))),
+        "train_iwae_bound": float(last.get("iwae_bound", float("nan"))),
+        "test_iwae_bound": float(last.get("val_iwae_bound", float("nan"))),
+        "train_steps": train_steps,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "config": dataclasses.asdict(config),
+        "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__},
+    }
+    with open(os.path.join(workdir, METRICS_FILE), "w") as f:
+        json.dump(metrics, f, indent=2)
+    logging.info(
+        "%s k=%d on %s: test NLL %.2f +- %.2f nats (eval_k=%d); %d steps in %.0f s.",
+        config.model,
+        config.k,
+        config.dataset,
+        estimates.nll,
+        estimates.nll_stderr,
+        config.eval_k,
+        train_steps,
+        train_seconds,
+    )
+    return metrics

