@@ -57,10 +57,13 @@ model's loss behind its back. With ``kl_divergence=True`` the analytic
 *unscaled*; the model multiplies it by ``kl_weight / N_train``. (tf_keras resets a layer's
 call-time losses at every top-level call, so they do not accumulate across calls.)
 
-Randomness: TFP 0.25 draws with unseeded ``d.sample()``, i.e. stateful ``tf.random.normal`` ops
-(flipout's Rademacher signs likewise use stateful ``tf.random.uniform`` ops, seeded only by the
-Python-int ``seed`` of ``DenseFlipout``); results are reproducible only through
-``tf.random.set_seed`` and op order, not through a stateless seed tensor.
+Randomness: TFP 0.25 draws with unseeded ``d.sample()``, i.e. stateful ``tf.random.normal`` ops.
+The local-reparameterization and reparameterization layers built here also accept
+``layer(x, seed=seed)`` with an int32 ``[2]`` seed tensor: the posterior draw is then stateless
+(``d.sample(seed=seed)``), so the same inputs and seed give the same outputs in any process,
+which the exported SavedModels rely on. Flipout's Rademacher signs come from stateful ops seeded
+only by the Python-int ``seed`` of ``DenseFlipout``: it ignores ``seed`` and is reproducible only
+through ``tf.random.set_seed`` and op order.
 
 References:
     Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
@@ -111,10 +114,48 @@ LAYER_KINDS: tuple[str, ...] = (
 )
 """Valid values of ``kind`` for :func:`make_dense`."""
 
+
+class _SeedableSampling:
+    """Mixin for TFP dense variational layers: ``call(inputs, seed=None)``.
+
+    TFP samples the posterior with ``kernel_posterior_tensor_fn(distribution)``; routing it
+    through `_sample_posterior` lets a seed given to this call reach ``d.sample(seed=...)``,
+    which TFP turns into stateless sampling when the seed is a tensor.
+    """
+
+    _call_seed: tf.Tensor | None = None
+
+    def call(self, inputs: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        self._call_seed = seed
+        try:
+            return super().call(inputs)
+        finally:
+            self._call_seed = None
+
+    def _sample_posterior(self, distribution: Any) -> tf.Tensor:
+        return distribution.sample(seed=self._call_seed)
+
+
+class DenseLocalReparameterization(_SeedableSampling, tfp.layers.DenseLocalReparameterization):
+    """``tfp.layers.DenseLocalReparameterization`` that takes an optional stateless seed."""
+
+
+class DenseReparameterization(_SeedableSampling, tfp.layers.DenseReparameterization):
+    """``tfp.layers.DenseReparameterization`` that takes an optional stateless seed."""
+
+
+class DenseFlipout(tfp.layers.DenseFlipout):
+    """``tfp.layers.DenseFlipout``; accepts and ignores ``seed`` (its signs are stateful)."""
+
+    def call(self, inputs: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        del seed
+        return super().call(inputs)
+
+
 _UNCERTAIN_CLASSES: dict[str, type[keras.layers.Layer]] = {
-    "local_reparameterization": tfp.layers.DenseLocalReparameterization,
-    "flipout": tfp.layers.DenseFlipout,
-    "reparameterization": tfp.layers.DenseReparameterization,
+    "local_reparameterization": DenseLocalReparameterization,
+    "flipout": DenseFlipout,
+    "reparameterization": DenseReparameterization,
 }
 
 _PER_ROW_KINDS = frozenset({"local_reparameterization", "flipout"})
@@ -283,7 +324,7 @@ def make_dense(
         is_singular=True, loc_initializer=bias_init
     )
     layer_cls = _UNCERTAIN_CLASSES[kind]
-    return layer_cls(
+    layer = layer_cls(
         units,
         activation=activation,
         kernel_posterior_fn=kernel_posterior_fn,
@@ -294,6 +335,9 @@ def make_dense(
         bias_divergence_fn=None,
         name=name,
     )
+    if isinstance(layer, _SeedableSampling):
+        layer.kernel_posterior_tensor_fn = layer._sample_posterior
+    return layer
 
 
 def kernel_posterior_variables(layer: keras.layers.Layer) -> tuple[tf.Variable, tf.Variable]:

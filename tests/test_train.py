@@ -1,0 +1,143 @@
+"""End-to-end tests of the training job: the library entry point and scripts/train.py."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import tf_keras as keras
+
+from iwae_tf import data
+from iwae_tf.train import TrainConfig, check_workdir, make_model, train_and_evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_SCRIPT = os.path.join(REPO, "scripts", "train.py")
+
+
+def test_short_fit_on_mnist_subset_improves_the_test_bound(mnist_data_dir):
+    config = TrainConfig(k=5, train_split="train[:2000]", data_dir=mnist_data_dir)
+    keras.utils.set_random_seed(0)
+    model = make_model(config, num_train_examples=2000)
+    test = data.eval_dataset("mnist", "test[:500]", 100, data_dir=mnist_data_dir)
+    before = model.evaluate(test, verbose=0, return_dict=True)["iwae_bound"]
+    model.fit(
+        data.train_dataset("mnist", 20, 0, mnist_data_dir, split="train[:2000]"),
+        epochs=2,
+        verbose=0,
+    )
+    after = model.evaluate(test, verbose=0, return_dict=True)["iwae_bound"]
+    # The output bias starts the model at the mean image (about -206 nats); two epochs on
+    # 2000 images must learn real structure, tens of nats of it.
+    assert before < -180, before
+    assert after > before + 40, (before, after)
+
+
+def test_train_and_evaluate_writes_metrics_and_history(mnist_data_dir, tmp_path):
+    config = TrainConfig(
+        model="vae",
+        k=2,
+        epochs=2,
+        steps_per_epoch=10,
+        eval_k=20,
+        train_split="train[:400]",
+        test_split="test[:60]",
+        eval_batch_size=25,
+        data_dir=mnist_data_dir,
+    )
+    metrics = train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / "metrics.json") as f:
+        written = json.load(f)
+    assert written == json.loads(json.dumps(metrics))
+    assert written["train_steps"] == 20
+    assert written["num_test_examples"] == 60
+    assert (written["model"], written["dataset"], written["k"], written["eval_k"]) == (
+        "vae",
+        "mnist",
+        2,
+        20,
+    )
+    # An NLL estimate is at most the negative ELBO over the same samples.
+    assert 50 < written["test_nll"] <= written["test_negative_elbo"] < 800
+    assert 0 < written["test_nll_stderr"] < 20
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"loss", "iwae_bound", "elbo", "val_iwae_bound"} <= set(rows[0])
+    # A finished run is never overwritten.
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        train_and_evaluate(config, str(tmp_path))
+
+
+def test_check_workdir_rejects_unwritable_paths(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match="cannot create output dir"):
+        check_workdir(str(blocker / "run"))
+
+
+def run_script(*args):
+    return subprocess.run(
+        [sys.executable, TRAIN_SCRIPT, *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model=iwea"], "--model"),
+        (["--k=0"], "--k"),
+        (["--epochs=-1"], "--epochs"),
+        (["--dataset=cifar"], "--dataset"),
+    ],
+)
+def test_script_rejects_bad_flags_with_one_line(args, message, tmp_path):
+    result = run_script(*args, f"--output_dir={tmp_path}")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "error:" in line.lower()]
+    assert errors and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_script_rejects_unwritable_output_dir(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = run_script(f"--output_dir={tmp_path / 'a_file' / 'run'}", "--epochs=1")
+    assert result.returncode != 0
+    assert "train.py: error: cannot create output dir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_script_end_to_end_writes_well_formed_metrics(mnist_data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_script(
+        "--model=iwae",
+        "--k=3",
+        "--epochs=1",
+        "--steps_per_epoch=15",
+        "--eval_k=10",
+        "--train_split=train[:300]",
+        "--test_split=test[:40]",
+        f"--data_dir={mnist_data_dir}",
+        f"--output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "test_nll",
+        "test_nll_stderr",
+        "eval_k",
+        "k",
+        "model",
+        "dataset",
+        "epochs",
+        "train_steps",
+        "train_seconds",
+    ):
+        assert key in metrics
+    assert metrics["train_steps"] == 15 and metrics["eval_k"] == 10 and metrics["k"] == 3
+    assert math.isfinite(metrics["test_nll"]) and metrics["test_nll"] > 0
+    assert metrics["train_seconds"] > 0
+    assert f"test NLL {metrics['test_nll']:.2f}" in result.stdout
+    assert (out / "history.csv").exists()
