@@ -27,7 +27,7 @@ setup(
     ],
     package_data={"iwae_tf": ["*.json"]},
     extras_require={
-        "test": ["pytest>=8", "ruff==0.17.6"],
+        "test": ["pytest>=8", "ruff==0.17.6", "matplotlib"],
         "plots": ["matplotlib"],
     },
 )

@@ -22,13 +22,14 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from iwae_tf import data, evaluation, layers, networks
+from iwae_tf import data, evaluation, layers, networks, schedules
 from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 CONFIG_FILE = "config.json"
+STRATEGIES = ("default", "mirrored", "multi_worker")
 WEIGHTS_PREFIX = os.path.join("weights", "model")
 
 
@@ -57,7 +58,8 @@ class TrainConfig:
       eval_batch_size: Examples per evaluation batch.
       data_dir: tfds data directory (None: the tfds default).
       jit_compile: XLA-compile the train step; None picks what measured faster on CPU (on
-        for deterministic networks, off for uncertain ones, whose XLA RNG is slower).
+        for deterministic networks, off for uncertain ones, whose XLA RNG is slower), and
+        off under tf.distribute, whose collectives XLA cannot compile on CPU.
       steps_per_execution: Train steps per tf.function call; more steps amortize Keras'
         per-call overhead, which dominates small models like the paper's.
       schedule: Learning-rate schedule: "constant", or "burda" (Burda et al.: 3^i passes at
@@ -117,6 +119,12 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if len(self.latent_sizes) != len(self.hidden_sizes):
             raise ValueError("latent_sizes and hidden_sizes need one entry per stochastic layer")
+        if self.schedule not in schedules.SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; expected one of {schedules.SCHEDULES}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
         if self.uncertain_layer_kind not in layers.LAYER_KINDS:
             raise ValueError(
                 f"unknown layer kind {self.uncertain_layer_kind!r}; "
@@ -124,13 +132,30 @@ class TrainConfig:
             )
 
 
-def check_workdir(workdir: str) -> None:
+def check_workdir(workdir: str, config: TrainConfig | None = None) -> None:
     """Fails early, before any training, if results cannot be written to `workdir`.
 
+    A workdir holding an unfinished run of the same config is fine: training resumes there.
+
     Raises:
-      FileExistsError: `workdir` holds a finished run, which must not be overwritten.
+      FileExistsError: `workdir` holds a finished run, which must not be overwritten, or an
+        unfinished run of a different config, which must not be resumed with this one.
       PermissionError: `workdir` cannot be created or written.
     """
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    if config is not None and os.path.exists(config_path):
+        with open(config_path) as f:
+            previous = config_from_dict(json.load(f))
+        if previous != config:
+            changed = sorted(
+                name
+                for name, value in dataclasses.asdict(config).items()
+                if dataclasses.asdict(previous).get(name) != value
+            )
+            raise FileExistsError(
+                f"{workdir} holds an unfinished run with other settings ({', '.join(changed)}); "
+                "rerun with the same flags to resume it, or choose another output dir"
+            )
     if os.path.exists(os.path.join(workdir, METRICS_FILE)):
         raise FileExistsError(
             f"{workdir} already holds a finished run ({METRICS_FILE}); choose another output dir"
@@ -144,7 +169,10 @@ def check_workdir(workdir: str) -> None:
 
 
 def make_model(config: TrainConfig, num_train_examples: int) -> ImportanceWeightedAutoencoder:
-    """Builds and compiles the model of `config`, its output bias set from the training data."""
+    """Builds and compiles the model of `config`, its output bias set from the training data.
+
+    Call it inside the distribution strategy's scope, so that variables are mirrored.
+    """
     mean_image = data.mean_image(config.dataset, config.data_dir, split=config.train_split)
     model = build_model(
         config.model,
@@ -163,9 +191,16 @@ def make_model(config: TrainConfig, num_train_examples: int) -> ImportanceWeight
     jit_compile = config.jit_compile
     if jit_compile is None:
         spec = VARIANTS[config.model]
-        jit_compile = not (spec.uncertain_encoder or spec.uncertain_decoder)
+        # XLA on CPU cannot compile the cross-replica collectives of tf.distribute.
+        jit_compile = not (
+            spec.uncertain_encoder or spec.uncertain_decoder or tf.distribute.has_strategy()
+        )
+    steps_per_epoch = config.steps_per_epoch or num_train_examples // config.batch_size
+    learning_rate = schedules.make_learning_rate(
+        config.schedule, config.learning_rate, steps_per_epoch, config.stages
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate, epsilon=1e-4),
+        optimizer=schedules.make_optimizer(learning_rate),
         jit_compile=jit_compile,
         steps_per_execution=config.steps_per_execution,
     )
@@ -186,7 +221,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
       train_seconds (wall time of fit only) and the config.
     """
     config.validate()
-    check_workdir(workdir)
+    # Created first: MultiWorkerMirroredStrategy must exist before other TensorFlow work.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    if not chief:
+        # Workers other than the chief train in lockstep but keep their files to themselves.
+        workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
+    check_workdir(workdir, config)
     with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
     keras.utils.set_random_seed(config.seed)
@@ -202,24 +243,33 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     test_ds = data.eval_dataset(
         config.dataset, config.test_split, config.eval_batch_size, data_dir=config.data_dir
     )
-    model = make_model(config, num_train)
+    if config.steps_per_epoch is not None:
+        # Keras keeps one iterator across capped epochs; it must not run dry mid-run.
+        train_ds = train_ds.repeat()
+    if config.strategy == "multi_worker":
+        train_ds, test_ds = (_shard_by_data(ds) for ds in (train_ds, test_ds))
+    with strategy.scope():
+        model = make_model(config, num_train)
+    epochs = schedules.num_epochs(config.schedule, config.epochs, config.stages)
     logging.info(
-        "Training %s (k=%d) on %s: %d examples, %d epochs of batch %d.",
+        "Training %s (k=%d) on %s: %d examples, %d epochs of batch %d, %d replica(s).",
         config.model,
         config.k,
         config.dataset,
         num_train,
-        config.epochs,
+        epochs,
         config.batch_size,
+        strategy.num_replicas_in_sync,
     )
     callbacks = [
+        LearningRateLogger(),
         keras.callbacks.CSVLogger(os.path.join(workdir, HISTORY_FILE), append=True),
         keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR)),
     ]
     start = time.perf_counter()
     history = model.fit(
         train_ds,
-        epochs=config.epochs,
+        epochs=epochs,
         steps_per_epoch=config.steps_per_epoch,
         validation_data=test_ds,
         callbacks=callbacks,
@@ -238,8 +288,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         "model": config.model,
         "dataset": config.dataset,
         "k": config.k,
-        "epochs": config.epochs,
+        "epochs": epochs,
         "eval_k": config.eval_k,
+        "layer_types": layer_types(config.model, config.uncertain_layer_kind),
         "test_nll": estimates.nll,
         "test_nll_stderr": estimates.nll_stderr,
         "test_negative_elbo": estimates.negative_elbo,
@@ -267,6 +318,60 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         train_seconds,
     )
     return metrics
+
+
+def layer_types(variant: str, uncertain_layer_kind: str) -> dict[str, str]:
+    """The `iwae_tf.layers` kind of the encoder's and the decoder's dense layers."""
+    spec = VARIANTS[variant]
+    return {
+        "encoder": uncertain_layer_kind if spec.uncertain_encoder else "deterministic",
+        "decoder": uncertain_layer_kind if spec.uncertain_decoder else "deterministic",
+    }
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's current learning rate to each epoch's logs (and history.csv)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.backend.get_value(self.model.optimizer.learning_rate)
+            )
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy called `name` (see `STRATEGIES`).
+
+    "mirrored" replicates over the local devices (all GPUs, else the CPU); "multi_worker"
+    over the workers named by the TF_CONFIG environment variable, see BUILD.md.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy multi_worker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's results (always, outside multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # The pipelines read few files, so per-file sharding would leave workers without data.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:

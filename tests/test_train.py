@@ -1,12 +1,14 @@
 """End-to-end tests of the training job: the library entry point and scripts/train.py."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tf_keras as keras
 
@@ -141,3 +143,56 @@ def test_script_end_to_end_writes_well_formed_metrics(mnist_data_dir, tmp_path):
     assert metrics["train_seconds"] > 0
     assert f"test NLL {metrics['test_nll']:.2f}" in result.stdout
     assert (out / "history.csv").exists()
+
+
+def test_killed_run_resumes_at_its_last_epoch_with_the_schedule_in_place(mnist_data_dir, tmp_path):
+    import signal
+    import time
+
+    from iwae_tf import schedules
+
+    out = tmp_path / "run"
+    args = [
+        sys.executable, TRAIN_SCRIPT, "--model=iwae", "--k=2", "--schedule=burda", "--stages=2",
+        "--steps_per_epoch=150", "--steps_per_execution=10", "--eval_k=4",
+        "--train_split=train[:3000]", "--test_split=test[:40]", f"--data_dir={mnist_data_dir}",
+        f"--output_dir={out}",
+    ]  # fmt: skip
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    history = out / "history.csv"
+    deadline = time.time() + 300
+    # The backup is written after the history row of the same epoch.
+    while time.time() < deadline and first.poll() is None:
+        rows = list(csv.DictReader(history.open())) if history.exists() else []
+        if rows and (out / "backup").exists() and any((out / "backup").rglob("checkpoint")):
+            break
+        time.sleep(0.02)
+    assert first.poll() is None, "the run ended before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    epochs_before_kill = len(list(csv.DictReader(history.open())))
+    assert 1 <= epochs_before_kill < 4
+    assert not (out / "metrics.json").exists()
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and metrics["train_steps"] == 4 * 150
+    rows = list(csv.DictReader(history.open()))
+    epochs = [int(r["epoch"]) for r in rows]
+    # Every epoch once; the restart did not begin again at epoch 0 (a row may repeat only for
+    # the epoch in flight at the kill).
+    assert sorted(set(epochs)) == [0, 1, 2, 3] and epochs.count(0) == 1, epochs
+    expected = [schedules.burda_learning_rate(e, 1e-3, 2) for e in epochs]
+    got = [float(r["learning_rate"]) for r in rows]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert "Epoch 1/4" not in second.stdout + second.stderr
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    config = TrainConfig(k=2, epochs=1)
+    check_workdir(str(tmp_path), config)
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    check_workdir(str(tmp_path), config)  # Same settings: resumes.
+    with pytest.raises(FileExistsError, match=r"other settings \(k\)"):
+        check_workdir(str(tmp_path), dataclasses.replace(config, k=3))
