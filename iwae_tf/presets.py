@@ -1,0 +1,306 @@
+"""Every published configuration in one place: named presets, grids of them, published figures.
+
+A preset is a name for a dict of `iwae_tf.train.TrainConfig` overrides; `apply_preset` turns it
+into a config. Two tables are covered:
+
+* Burda, Grosse & Salakhutdinov (2016), Table 1: `burda_{dataset}_{1l|2l}_{vae|iwae}_k{1|5|50}`
+  for dataset in {mnist, omniglot}. One stochastic layer is x-200-200-z(50); two are
+  x-200-200-h1(100)-100-100-h2(50). Adam (beta1 0.9, beta2 0.999, epsilon 1e-4), minibatch 20,
+  and the staged schedule of `iwae_tf.schedules` (3^i passes at 0.001 * 10^(-i/7), i = 0..7,
+  3280 passes in all); the NLL is estimated with K = 5000 importance samples.
+* Hernandez-Lobato, Bui, Li, Hernandez-Lobato & Turner, IWAE with uncertain network weights:
+  `{iwae|iwaeu|iwaeu_rec}_seed_{dataset}`: one hidden layer of 400 units, 40 latents, k = 25,
+  factorized Gaussian weights with local reparameterization (IWAEU_rec: in the encoder only).
+  Their optimizer schedule is not published; the presets use Adam at a constant 1e-3 and set
+  no number of epochs, which the caller (a grid's budget) must give. No weight-prior KL enters
+  the bound (kl_weight 0), the bound on the weight-mixture model described in `iwae_tf.model`.
+
+`manifold_2d` is an IWAE with 2 latents, for the latent-manifold plot of `iwae_tf.plots`.
+
+The published figures live in the package data file `paper_results.json` (a copy of the
+project's shared reference file); `published(name)` reads the entry of a preset: the test NLL
+in nats (the uncertain-weights table reports log-likelihoods, negated here) and, for Table 1,
+the active units per stochastic layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib.resources
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from iwae_tf import schedules
+
+if TYPE_CHECKING:
+    from iwae_tf.train import TrainConfig
+
+PAPER_RESULTS_FILE = "paper_results.json"
+
+BURDA_DATASETS: tuple[str, ...] = ("mnist", "omniglot")
+BURDA_MODELS: tuple[str, ...] = ("vae", "iwae")
+BURDA_KS: tuple[int, ...] = (1, 5, 50)
+BURDA_ARCHITECTURES: dict[int, dict[str, Any]] = {
+    1: {"latent_sizes": (50,), "hidden_sizes": ((200, 200),)},
+    2: {"latent_sizes": (100, 50), "hidden_sizes": ((200, 200), (100, 100))},
+}
+UNCERTAIN_MODELS: tuple[str, ...] = ("iwae", "iwaeu", "iwaeu_rec")
+PAPER_EVAL_K = 5000
+
+# A preset's place in paper_results.json: the keys down to its NLL entry, and the index of its
+# active-unit count (Table 1 lists them per k) or None.
+_Reference = tuple[tuple[str, ...], int | None]
+
+
+def _burda_name(dataset: str, layers: int, model: str, k: int) -> str:
+    return f"burda_{dataset}_{layers}l_{model}_k{k}"
+
+
+def _uncertain_name(model: str, dataset: str) -> str:
+    return f"{model}_seed_{dataset}"
+
+
+def _build_registry() -> tuple[dict[str, dict[str, Any]], dict[str, _Reference]]:
+    presets: dict[str, dict[str, Any]] = {}
+    references: dict[str, _Reference] = {}
+    for dataset in BURDA_DATASETS:
+        for layers, architecture in BURDA_ARCHITECTURES.items():
+            for model in BURDA_MODELS:
+                for k_index, k in enumerate(BURDA_KS):
+                    name = _burda_name(dataset, layers, model, k)
+                    presets[name] = {
+                        "dataset": dataset,
+                        "model": model,
+                        "k": k,
+                        **architecture,
+                        "batch_size": 20,
+                        "learning_rate": schedules.PAPER_BASE_RATE,
+                        "schedule": "burda",
+                        "stages": schedules.PAPER_STAGES,
+                        "epochs": schedules.burda_epochs(schedules.PAPER_STAGES),
+                        "eval_k": PAPER_EVAL_K,
+                    }
+                    table_layers = "1_layer" if layers == 1 else f"{layers}_layers"
+                    references[name] = (
+                        ("burda2016_iwae", dataset, table_layers, model, f"k{k}"),
+                        k_index,
+                    )
+    for dataset in BURDA_DATASETS:
+        for model in UNCERTAIN_MODELS:
+            name = _uncertain_name(model, dataset)
+            presets[name] = {
+                "dataset": dataset,
+                "model": model,
+                "k": 25,
+                "latent_sizes": (40,),
+                "hidden_sizes": ((400,),),
+                "batch_size": 20,
+                "learning_rate": 1e-3,
+                "schedule": "constant",
+                "uncertain_layer_kind": "local_reparameterization",
+                "kl_weight": 0.0,
+                "eval_k": PAPER_EVAL_K,
+            }
+            references[name] = (
+                ("iwae_uncertain_weights", "test_log_likelihood", dataset, model),
+                None,
+            )
+    presets["manifold_2d"] = {
+        "dataset": "mnist",
+        "model": "iwae",
+        "k": 5,
+        "latent_sizes": (2,),
+        "hidden_sizes": ((200, 200),),
+        "batch_size": 20,
+        "learning_rate": schedules.PAPER_BASE_RATE,
+        "schedule": "burda",
+        "stages": schedules.PAPER_STAGES,
+        "epochs": schedules.burda_epochs(schedules.PAPER_STAGES),
+        "eval_k": PAPER_EVAL_K,
+    }
+    return presets, references
+
+
+PRESETS, _REFERENCES = _build_registry()
+"""Preset name -> TrainConfig field overrides."""
+
+
+def _burda_grid(datasets: Sequence[str], layer_counts: Sequence[int]) -> tuple[str, ...]:
+    return tuple(
+        _burda_name(dataset, layers, model, k)
+        for dataset in datasets
+        for layers in layer_counts
+        for model in BURDA_MODELS
+        for k in BURDA_KS
+    )
+
+
+GRIDS: dict[str, tuple[str, ...]] = {
+    "burda_table1": _burda_grid(BURDA_DATASETS, (1, 2)),
+    **{f"burda_table1_{d}": _burda_grid((d,), (1, 2)) for d in BURDA_DATASETS},
+    **{
+        f"burda_table1_{d}_{layers}l": _burda_grid((d,), (layers,))
+        for d in BURDA_DATASETS
+        for layers in (1, 2)
+    },
+    "uncertain_weights": tuple(
+        _uncertain_name(m, d) for d in BURDA_DATASETS for m in UNCERTAIN_MODELS
+    ),
+    **{
+        f"uncertain_weights_{d}": tuple(_uncertain_name(m, d) for m in UNCERTAIN_MODELS)
+        for d in BURDA_DATASETS
+    },
+    "quick": tuple(_burda_name("mnist", 1, m, k) for m in ("iwae", "vae") for k in (1, 5)),
+    "manifold_2d": ("manifold_2d",),
+}
+"""Grid name -> preset names, in the order they run (and appear in results tables)."""
+
+
+def _unknown(kind: str, name: str, known: Sequence[str]) -> ValueError:
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ValueError(f"unknown {kind} {name!r}{hint} ({len(known)} {kind}s: see presets.py)")
+
+
+def preset_overrides(name: str) -> dict[str, Any]:
+    """A copy of the TrainConfig overrides of preset `name`.
+
+    Raises:
+      ValueError: Unknown preset; the message lists close matches.
+    """
+    if name not in PRESETS:
+        raise _unknown("preset", name, sorted(PRESETS))
+    return dict(PRESETS[name])
+
+
+def grid_presets(name: str) -> list[str]:
+    """The preset names of grid `name`.
+
+    Raises:
+      ValueError: Unknown grid; the message lists close matches.
+    """
+    if name not in GRIDS:
+        raise _unknown("grid", name, sorted(GRIDS))
+    return list(GRIDS[name])
+
+
+def resolve_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Makes a dict of TrainConfig overrides self-consistent about its schedule.
+
+    With schedule "burda" the number of epochs follows from the stages (burda_epochs(stages)),
+    so it is set from them; an explicitly different `epochs` is an error rather than silently
+    ignored.
+
+    Raises:
+      ValueError: schedule "burda" with epochs != burda_epochs(stages).
+    """
+    values = dict(values)
+    if values.get("schedule") == "burda":
+        stages = values.get("stages", schedules.PAPER_STAGES)
+        epochs = schedules.burda_epochs(stages)
+        if values.get("epochs", epochs) != epochs:
+            raise ValueError(
+                f"schedule 'burda' with {stages} stages trains {epochs} epochs, not "
+                f"{values['epochs']}: set stages instead, or schedule='constant'"
+            )
+        values["epochs"] = epochs
+    return values
+
+
+def apply_preset(name: str, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of preset `name`, with `overrides` taking precedence.
+
+    Overriding `stages` of a "burda" preset truncates its schedule and sets `epochs` to
+    burda_epochs(stages); overriding `epochs` needs schedule="constant" as well.
+
+    Args:
+      name: A key of `PRESETS`.
+      **overrides: TrainConfig fields, e.g. data_dir, steps_per_epoch, stages.
+
+    Returns:
+      The config (not validated: TrainConfig.validate() runs when training starts).
+
+    Raises:
+      ValueError: Unknown preset or field, or an inconsistent schedule (`resolve_overrides`).
+    """
+    # Imported here, not at the top: iwae_tf.train may import this package's schedules and
+    # should be free to import presets without a cycle.
+    from iwae_tf.train import TrainConfig
+
+    values = preset_overrides(name)
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key in overrides:
+        if key not in fields:
+            raise _unknown("TrainConfig field", key, fields)
+    if "stages" in overrides and "epochs" not in overrides:
+        values.pop("epochs", None)  # Recomputed from the new stages.
+    values.update(overrides)
+    return TrainConfig(**resolve_overrides(values))
+
+
+class Published(NamedTuple):
+    """A published figure for one preset.
+
+    Attributes:
+      nll: Test negative log-likelihood in nats.
+      nll_stderr: Its standard error, where published (else None).
+      active_units: Active latent units per stochastic layer, bottom first, where published.
+      source: The publication.
+    """
+
+    nll: float
+    nll_stderr: float | None
+    active_units: tuple[int, ...] | None
+    source: str
+
+
+@functools.cache
+def load_paper_results() -> dict[str, Any]:
+    """The package's copy of the published figures (paper_results.json), parsed."""
+    text = importlib.resources.files("iwae_tf").joinpath(PAPER_RESULTS_FILE).read_text()
+    return json.loads(text)
+
+
+def _parse_active(value: int | str) -> tuple[int, ...]:
+    # Table 1 writes one layer's count as an int and two layers' as "h1+h2".
+    return tuple(int(part) for part in str(value).split("+"))
+
+
+def published(name: str) -> Published | None:
+    """The published figures of preset `name`, or None if it has none (e.g. manifold_2d).
+
+    Raises:
+      ValueError: Unknown preset.
+    """
+    preset_overrides(name)  # Validates the name.
+    if name not in _REFERENCES:
+        return None
+    path, active_index = _REFERENCES[name]
+    results = load_paper_results()
+    source = results[path[0]]["source"]
+    entry: Any = results
+    for key in path:
+        entry = entry[key]
+    if path[0] == "iwae_uncertain_weights":
+        log_likelihood, stderr = entry
+        return Published(-float(log_likelihood), float(stderr), None, source)
+    table_row: Any = results
+    for key in path[:-1]:
+        table_row = table_row[key]
+    active = _parse_active(table_row["active"][active_index])
+    return Published(float(entry), None, active, source)
+
+
+def published_nll(name: str) -> float | None:
+    """The published test NLL (nats, K = 5000) of preset `name`, or None."""
+    figures = published(name)
+    return None if figures is None else figures.nll
+
+
+def published_active_units(name: str) -> tuple[int, ...] | None:
+    """Published active units per stochastic layer of preset `name`, or None."""
+    figures = published(name)
+    return None if figures is None else figures.active_units

@@ -1,0 +1,119 @@
+"""Tests of the named presets, grids and published figures."""
+
+import json
+import os
+
+import pytest
+
+from iwae_tf import presets
+from iwae_tf.presets import GRIDS, PRESETS, apply_preset, published, published_nll
+from iwae_tf.train import TrainConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_REFERENCE = os.path.join(REPO, "..", "shared", "reference", "paper_results.json")
+
+
+def test_every_cell_of_both_tables_has_a_preset():
+    burda = [n for n in PRESETS if n.startswith("burda_")]
+    assert len(burda) == 2 * 2 * 2 * 3
+    seed = [n for n in PRESETS if "_seed_" in n]
+    assert sorted(seed) == sorted(
+        f"{m}_seed_{d}" for m in ("iwae", "iwaeu", "iwaeu_rec") for d in ("mnist", "omniglot")
+    )
+    assert set(PRESETS) == set(burda) | set(seed) | {"manifold_2d"}
+
+
+def test_burda_presets_carry_the_papers_hyperparameters():
+    config = apply_preset("burda_mnist_1l_iwae_k5")
+    assert isinstance(config, TrainConfig)
+    assert (config.dataset, config.model, config.k) == ("mnist", "iwae", 5)
+    assert config.latent_sizes == (50,) and config.hidden_sizes == ((200, 200),)
+    assert (config.batch_size, config.learning_rate) == (20, 1e-3)
+    assert (config.schedule, config.stages, config.epochs) == ("burda", 8, 3280)
+    assert config.eval_k == 5000
+    two = apply_preset("burda_omniglot_2l_vae_k50")
+    assert (two.dataset, two.model, two.k) == ("omniglot", "vae", 50)
+    assert two.latent_sizes == (100, 50)
+    assert two.hidden_sizes == ((200, 200), (100, 100))
+    for name in PRESETS:
+        config = apply_preset(name)
+        assert len(config.latent_sizes) == len(config.hidden_sizes), name
+
+
+def test_uncertain_weight_presets():
+    for model in ("iwae", "iwaeu", "iwaeu_rec"):
+        config = apply_preset(f"{model}_seed_omniglot")
+        assert (config.dataset, config.model, config.k) == ("omniglot", model, 25)
+        assert config.latent_sizes == (40,) and config.hidden_sizes == ((400,),)
+        assert (config.schedule, config.learning_rate) == ("constant", 1e-3)
+        assert config.uncertain_layer_kind == "local_reparameterization"
+    manifold = apply_preset("manifold_2d")
+    assert manifold.latent_sizes == (2,)
+
+
+def test_overrides_win_and_stages_truncate_the_schedule():
+    config = apply_preset("burda_mnist_1l_vae_k1", stages=3, data_dir="/tmp/x", steps_per_epoch=7)
+    assert (config.stages, config.epochs) == (3, 13)
+    assert (config.data_dir, config.steps_per_epoch) == ("/tmp/x", 7)
+    assert config.model == "vae"
+    constant = apply_preset("burda_mnist_1l_vae_k1", schedule="constant", epochs=10)
+    assert (constant.schedule, constant.epochs) == ("constant", 10)
+    assert apply_preset("iwaeu_seed_mnist", epochs=40).epochs == 40
+    with pytest.raises(ValueError, match="13 epochs, not 10"):
+        apply_preset("burda_mnist_1l_vae_k1", stages=3, epochs=10)
+    with pytest.raises(ValueError, match="did you mean learning_rate"):
+        apply_preset("burda_mnist_1l_vae_k1", learning_rat=1.0)
+    # The registry itself is not modified by overrides.
+    assert PRESETS["burda_mnist_1l_vae_k1"]["stages"] == 8
+
+
+def test_unknown_names_list_close_matches():
+    with pytest.raises(ValueError, match="burda_mnist_1l_iwae_k5"):
+        apply_preset("burda_mnist_1l_iwea_k5")
+    with pytest.raises(ValueError, match="uncertain_weights_mnist"):
+        presets.grid_presets("uncertain_weight_mnist")
+    with pytest.raises(ValueError):
+        published("nope")
+
+
+def test_grids():
+    assert len(GRIDS["burda_table1"]) == 24
+    assert GRIDS["burda_table1_mnist_1l"] == tuple(
+        f"burda_mnist_1l_{m}_k{k}" for m in ("vae", "iwae") for k in (1, 5, 50)
+    )
+    assert sorted(GRIDS["burda_table1_omniglot"]) == sorted(
+        GRIDS["burda_table1_omniglot_1l"] + GRIDS["burda_table1_omniglot_2l"]
+    )
+    assert GRIDS["uncertain_weights_mnist"] == (
+        "iwae_seed_mnist",
+        "iwaeu_seed_mnist",
+        "iwaeu_rec_seed_mnist",
+    )
+    assert sorted(GRIDS["quick"]) == sorted(
+        f"burda_mnist_1l_{m}_k{k}" for m in ("vae", "iwae") for k in (1, 5)
+    )
+    for name, members in GRIDS.items():
+        assert members and set(members) <= set(PRESETS), name
+        assert len(set(members)) == len(members), name
+
+
+def test_published_figures_come_from_the_package_file():
+    if os.path.exists(SHARED_REFERENCE):  # The project's copy, beside a checkout of main.
+        with open(SHARED_REFERENCE) as f:
+            assert presets.load_paper_results() == json.load(f)
+    # Spot checks against Table 1 and the uncertain-weights table, typed in from the papers.
+    assert published_nll("burda_mnist_1l_iwae_k50") == 84.78
+    assert published_nll("burda_mnist_2l_vae_k5") == 85.01
+    assert published_nll("burda_omniglot_2l_iwae_k1") == 107.56
+    assert published_nll("burda_omniglot_1l_vae_k50") == 107.80
+    assert presets.published_active_units("burda_mnist_1l_iwae_k50") == (25,)
+    assert presets.published_active_units("burda_mnist_2l_iwae_k50") == (26, 7)
+    assert presets.published_active_units("burda_omniglot_2l_vae_k1") == (28, 4)
+    seed = published("iwaeu_seed_mnist")
+    assert (seed.nll, seed.nll_stderr, seed.active_units) == (94.346, 0.025, None)
+    assert "Uncertain" in seed.source
+    assert published_nll("iwaeu_rec_seed_omniglot") == 118.647
+    assert published("manifold_2d") is None
+    for name in PRESETS:
+        if name != "manifold_2d":
+            assert 80 < published_nll(name) < 120, name
