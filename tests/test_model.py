@@ -116,3 +116,57 @@ def test_bad_constructor_arguments_are_rejected():
         build_model("iwae", 0)
     with pytest.raises(ValueError, match="needs uncertain weights"):
         build_model("iwae", kl_weight=1.0, num_train_examples=10)
+
+
+def test_two_stochastic_layers_converge_to_quadrature_log_px():
+    """p(x) = int int N(h2) N(h1; a h2 + b, exp(c h2 + d)^2) prod_j Bern(x_j | w_j h1 + v_j)."""
+    keras.utils.set_random_seed(2)
+    model = build_model("iwae", latent_sizes=(1, 1), hidden_sizes=((), ()), data_size=PIXELS)
+    x = tf.constant(np.random.default_rng(4).integers(0, 2, size=(1, PIXELS)), tf.float32)
+    model(x)
+    # Wide proposals (q(h1|x) = N(0, e^1), q(h2|h1) = N(0.3 h1, e^0.5)) keep weights light-tailed.
+    q_h1, q_h2 = (block.head for block in model.encoder.blocks)
+    q_h1.set_weights([np.zeros((PIXELS, 2), np.float32), np.array([0.0, 1.0], np.float32)])
+    q_h2.set_weights([np.array([[0.3, 0.0]], np.float32), np.array([0.0, 0.5], np.float32)])
+    p_h1 = model.decoder.blocks[0].head
+    p_h1.set_weights([np.array([[1.2, 0.3]], np.float32), np.array([0.5, -0.7], np.float32)])
+    (a, c), (b, d) = p_h1.get_weights()[0][0], p_h1.get_weights()[1]
+    kernel, bias = (v.numpy() for v in model.decoder.output_net.head.weights)
+
+    h = np.linspace(-9.0, 9.0, 3001)
+    step = h[1] - h[0]
+    h2, h1 = h[:, None], h[None, :]
+    logits = h[:, None] * kernel[0][None, :] + bias[None, :]
+    xs = x.numpy()[0]
+    log_px_h1 = (xs * -np.logaddexp(0, -logits) + (1 - xs) * -np.logaddexp(0, logits)).sum(-1)
+    log_joint = (
+        stats.norm.logpdf(h2)
+        + stats.norm.logpdf(h1, a * h2 + b, np.exp(c * h2 + d))
+        + log_px_h1[None, :]
+    )
+    log_px = special.logsumexp(log_joint) + 2 * np.log(step)
+
+    replicates = 4000
+    xs_tf = tf.tile(x, [replicates, 1])
+    l1 = bounds.iwae_bound(model.log_weights(xs_tf, 1)).numpy()
+    l10 = bounds.iwae_bound(model.log_weights(xs_tf, 10)).numpy()
+    assert l10.mean() - l1.mean() > 6 * (l1.std() + l10.std()) / np.sqrt(replicates)
+    estimates = evaluation.estimate_log_likelihood(
+        model, tf.data.Dataset.from_tensor_slices(tf.tile(x, [10, 1])).batch(10), 20_000
+    )
+    assert abs(estimates.log_px.mean() - log_px) < 0.02, (estimates.log_px.mean(), log_px)
+    assert l10.mean() < log_px
+
+
+@pytest.mark.parametrize("variant", ["vae", "iwae", "iwaeu", "iwaeu_rec"])
+def test_two_stochastic_layer_variants_train(variant):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    prototypes = rng.random((2, 64)) < 0.3
+    data = (prototypes[rng.integers(0, 2, 400)] ^ (rng.random((400, 64)) < 0.05)).astype(np.float32)
+    model = build_model(variant, 3, latent_sizes=(6, 3), hidden_sizes=((32,), (16,)), data_size=64)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3, epsilon=1e-4))
+    before = model.evaluate(data, batch_size=100, verbose=0, return_dict=True)
+    model.fit(data, batch_size=20, epochs=6, verbose=0)
+    after = model.evaluate(data, batch_size=100, verbose=0, return_dict=True)
+    assert after["iwae_bound"] > before["iwae_bound"] + 5.0, (before, after)
