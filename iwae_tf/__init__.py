@@ -7,6 +7,7 @@ encoder and decoder in `iwae_tf.networks`, the trainable model in `iwae_tf.model
 
 from iwae_tf.bounds import elbo, iwae_bound, log_mean_exp
 from iwae_tf.evaluation import estimate_log_likelihood
+from iwae_tf.export import load_exported
 from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
 
 __version__ = "0.1.0"
@@ -18,5 +19,6 @@ __all__ = [
     "elbo",
     "estimate_log_likelihood",
     "iwae_bound",
+    "load_exported",
     "log_mean_exp",
 ]

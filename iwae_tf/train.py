@@ -22,13 +22,14 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from iwae_tf import data, evaluation, layers, networks, schedules
+from iwae_tf import data, evaluation, export, layers, networks, schedules
 from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 CONFIG_FILE = "config.json"
+EXPORT_ROOT = "exported"
 STRATEGIES = ("default", "mirrored", "multi_worker")
 WEIGHTS_PREFIX = os.path.join("weights", "model")
 
@@ -66,7 +67,8 @@ class TrainConfig:
         learning_rate * 10^(-i/7) for stage i = 0..stages-1; sets the number of epochs).
       stages: Stages of the "burda" schedule (8 in the paper, 3280 epochs in all).
       strategy: tf.distribute strategy: "default", "mirrored" or "multi_worker".
-      export_dir: Where the trained SavedModel goes; None: exported/<name of workdir>.
+      export_dir: Where the trained SavedModel goes; None: exported/<name of workdir>, relative
+        to the current directory.
     """
 
     dataset: str = "mnist"
@@ -228,6 +230,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         # Workers other than the chief train in lockstep but keep their files to themselves.
         workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
     check_workdir(workdir, config)
+    export_dir = config.export_dir or os.path.join(
+        EXPORT_ROOT, os.path.basename(workdir.rstrip("/"))
+    )
+    if chief and os.path.isdir(export_dir) and os.listdir(export_dir):
+        raise FileExistsError(f"export dir {export_dir} is not empty; choose another --export_dir")
     with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
     keras.utils.set_random_seed(config.seed)
@@ -304,6 +311,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         "config": dataclasses.asdict(config),
         "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__},
     }
+    if chief:
+        metrics["export_dir"] = export_dir
+        export.export_saved_model(model, export_dir, export.export_metadata(config, metrics))
+    # Written last: metrics.json marks the run as finished.
     with open(os.path.join(workdir, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2)
     logging.info(

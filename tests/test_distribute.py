@@ -99,6 +99,7 @@ def test_two_workers_train_to_identical_weights(mnist_data_dir, tmp_path):
         "--test_split=test[:40]",
         f"--data_dir={mnist_data_dir}",
         f"--output_dir={out}",
+        f"--export_dir={tmp_path / 'export'}",
     ]
     processes = []
     for index in range(2):

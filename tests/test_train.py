@@ -48,8 +48,10 @@ def test_train_and_evaluate_writes_metrics_and_history(mnist_data_dir, tmp_path)
         test_split="test[:60]",
         eval_batch_size=25,
         data_dir=mnist_data_dir,
+        export_dir=str(tmp_path / "export"),
     )
-    metrics = train_and_evaluate(config, str(tmp_path))
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    tmp_path = tmp_path / "run"
     with open(tmp_path / "metrics.json") as f:
         written = json.load(f)
     assert written == json.loads(json.dumps(metrics))
@@ -123,6 +125,7 @@ def test_script_end_to_end_writes_well_formed_metrics(mnist_data_dir, tmp_path):
         "--test_split=test[:40]",
         f"--data_dir={mnist_data_dir}",
         f"--output_dir={out}",
+        f"--export_dir={tmp_path / 'export'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -143,6 +146,9 @@ def test_script_end_to_end_writes_well_formed_metrics(mnist_data_dir, tmp_path):
     assert metrics["train_seconds"] > 0
     assert f"test NLL {metrics['test_nll']:.2f}" in result.stdout
     assert (out / "history.csv").exists()
+    assert (tmp_path / "export" / "saved_model.pb").exists()
+    assert metrics["export_dir"] == str(tmp_path / "export")
+    assert metrics["layer_types"] == {"encoder": "deterministic", "decoder": "deterministic"}
 
 
 def test_killed_run_resumes_at_its_last_epoch_with_the_schedule_in_place(mnist_data_dir, tmp_path):
@@ -156,7 +162,7 @@ def test_killed_run_resumes_at_its_last_epoch_with_the_schedule_in_place(mnist_d
         sys.executable, TRAIN_SCRIPT, "--model=iwae", "--k=2", "--schedule=burda", "--stages=2",
         "--steps_per_epoch=150", "--steps_per_execution=10", "--eval_k=4",
         "--train_split=train[:3000]", "--test_split=test[:40]", f"--data_dir={mnist_data_dir}",
-        f"--output_dir={out}",
+        f"--output_dir={out}", f"--export_dir={tmp_path / 'export'}",
     ]  # fmt: skip
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     history = out / "history.csv"
