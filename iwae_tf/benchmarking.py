@@ -25,7 +25,13 @@ FLOP convention (`dense_layer_specs`, `flop_count`), applied identically to ever
   reparameterization (one sampled W per call).
 
 With the paper's 784-200-200-50 networks at batch 20 and k = 50 this gives 1.26 GFLOP per IWAE
-step and 4.46 GFLOP per IWAEU step (3.5x): IWAEU encodes k copies of x and doubles every matmul
+step and 4.46 GFLOP per IWAEU step (3.5x: IWAEU encodes k copies of x and doubles every matmul;
+4x forward, less backward, where the first layer has no input gradient).
+
+The matmul rate (`matmul_rate`) is the median GFLOP/s of a warm float32 `tf.matmul` under
+`tf.function` (oneDNN, no XLA). Every benchmark process re-measures it at the step-shaped
+`MATMUL_SHAPES["step"]` right after its timing, and also reports rates per CPU second, since on a
+shared machine both numerator and denominator depend on how much of the CPU the process gets.
 """
 
 from __future__ import annotations
