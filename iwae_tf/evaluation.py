@@ -184,24 +184,6 @@ def _chunk_statistics(
     return LogWeightStatistics(log_sum, total, group_sum, groups)
 
 
-def chunked_log_weight_stats(
-    model: ImportanceWeightedAutoencoder, x: tf.Tensor, num_samples: int, chunk_size: int
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Draws num_samples log-weights per example in chunks; returns their statistics.
-
-    Args:
-      model: The model whose `log_weights` to sample.
-      x: [batch, features] data.
-      num_samples: K, total importance samples per example.
-      chunk_size: C, samples drawn at once; memory is bounded by C * batch rows.
-
-    Returns:
-      ([batch] log sum_j w_j, [batch] sum_j log w_j), over all K samples.
-    """
-    stats = _chunk_statistics(model, x, num_samples, chunk_size, None, None)
-    return stats.log_sum_exp, stats.sum
-
-
 def _block_and_chunk_sizes(
     num_examples: tf.Tensor, num_samples: tf.Tensor, max_rows: int, group_size: int | None
 ) -> tuple[tf.Tensor, tf.Tensor]:

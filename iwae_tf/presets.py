@@ -49,6 +49,15 @@ BURDA_ARCHITECTURES: dict[int, dict[str, Any]] = {
 }
 UNCERTAIN_MODELS: tuple[str, ...] = ("iwae", "iwaeu", "iwaeu_rec")
 PAPER_EVAL_K = 5000
+# Burda et al.'s optimization and evaluation, shared by Table 1 and the manifold preset.
+_BURDA_TRAINING: dict[str, Any] = {
+    "batch_size": 20,
+    "learning_rate": schedules.PAPER_BASE_RATE,
+    "schedule": "burda",
+    "stages": schedules.PAPER_STAGES,
+    "epochs": schedules.burda_epochs(schedules.PAPER_STAGES),
+    "eval_k": PAPER_EVAL_K,
+}
 
 # A preset's place in paper_results.json: the keys down to its NLL entry, and the index of its
 # active-unit count (Table 1 lists them per k) or None.
@@ -76,12 +85,7 @@ def _build_registry() -> tuple[dict[str, dict[str, Any]], dict[str, _Reference]]
                         "model": model,
                         "k": k,
                         **architecture,
-                        "batch_size": 20,
-                        "learning_rate": schedules.PAPER_BASE_RATE,
-                        "schedule": "burda",
-                        "stages": schedules.PAPER_STAGES,
-                        "epochs": schedules.burda_epochs(schedules.PAPER_STAGES),
-                        "eval_k": PAPER_EVAL_K,
+                        **_BURDA_TRAINING,
                     }
                     table_layers = "1_layer" if layers == 1 else f"{layers}_layers"
                     references[name] = (
@@ -114,12 +118,7 @@ def _build_registry() -> tuple[dict[str, dict[str, Any]], dict[str, _Reference]]
         "k": 5,
         "latent_sizes": (2,),
         "hidden_sizes": ((200, 200),),
-        "batch_size": 20,
-        "learning_rate": schedules.PAPER_BASE_RATE,
-        "schedule": "burda",
-        "stages": schedules.PAPER_STAGES,
-        "epochs": schedules.burda_epochs(schedules.PAPER_STAGES),
-        "eval_k": PAPER_EVAL_K,
+        **_BURDA_TRAINING,
     }
     return presets, references
 
