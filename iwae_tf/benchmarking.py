@@ -56,7 +56,7 @@ import tf_keras as keras
 from iwae_tf import layers as dense_layers
 from iwae_tf import networks, presets, schedules
 from iwae_tf.data import pipeline
-from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
+from iwae_tf.model import ImportanceWeightedAutoencoder, build_model
 
 MATMULS_PER_KIND: dict[str, int] = {
     "deterministic": 1,
@@ -346,8 +346,8 @@ class BenchmarkConfig:
       k: Importance samples per example.
       latent_sizes: Sizes of the stochastic layers.
       hidden_sizes: Hidden sizes of each stochastic layer.
-      jit_compile: XLA-compile the step; None chooses as `iwae_tf.train.make_model` does (on for
-        deterministic networks, off for uncertain ones).
+      jit_compile: XLA-compile the step; None chooses as `iwae_tf.train.make_model` does
+        without a tf.distribute strategy (on for every variant).
       steps_per_execution: Train steps per tf.function call (`train.TrainConfig` uses 100).
       warmup_executions: Untimed executions first (tracing, XLA compilation, shuffle buffer).
       repeats: Timed executions of `steps_per_execution` steps each; results are medians.
@@ -378,10 +378,7 @@ class BenchmarkConfig:
 
     def resolved_jit_compile(self) -> bool:
         """`jit_compile`, or `iwae_tf.train.make_model`'s default when it is None."""
-        if self.jit_compile is not None:
-            return self.jit_compile
-        spec = VARIANTS[self.variant]
-        return not (spec.uncertain_encoder or spec.uncertain_decoder)
+        return True if self.jit_compile is None else self.jit_compile
 
     def to_json(self) -> str:
         """The config as JSON (tuples become lists)."""

@@ -28,6 +28,7 @@ import tensorflow_probability as tfp
 import tf_keras as keras
 
 from iwae_tf import layers as dense_layers
+from iwae_tf import rng
 
 tfd = tfp.distributions
 
@@ -62,7 +63,8 @@ def standard_normal_log_prob(value: tf.Tensor) -> tf.Tensor:
 
 def bernoulli_log_prob(value: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """log prod_j Bernoulli(x_j; sigmoid(l_j)) = sum_j [x_j l_j - softplus(l_j)], last axis."""
-    return tf.reduce_sum(tfd.Bernoulli(logits=logits, dtype=value.dtype).log_prob(value), axis=-1)
+    # One softplus per logit (TFP's Bernoulli.log_prob computes two).
+    return tf.reduce_sum(value * logits - tf.nn.softplus(logits), axis=-1)
 
 
 class NetworkConfig(NamedTuple):
@@ -100,9 +102,18 @@ class GaussianMLP(keras.layers.Layer):
         # One layer of 2 * output_size units computes mean and log-std in a single matmul.
         self.head = _dense(2 * output_size, config, None, "gaussian_head")
 
-    def call(self, inputs: tf.Tensor, seed: tf.Tensor | None = None) -> Gaussian:
-        """The Gaussian at `inputs`; `seed` makes uncertain weights' draws stateless."""
-        h = _mlp(inputs, self.hidden + [self.head], self.seedable, seed)
+    def call(
+        self,
+        inputs: tf.Tensor,
+        seed: tf.Tensor | None = None,
+        repeats: int | tf.Tensor | None = None,
+    ) -> Gaussian:
+        """The Gaussian at `inputs`; `seed` makes uncertain weights' draws stateless.
+
+        With `repeats`, the first layer (local reparameterization) draws `repeats` output rows
+        per input row, sample major (see `iwae_tf.layers.DenseLocalReparameterization`).
+        """
+        h = _mlp(inputs, self.hidden + [self.head], self.seedable, seed, repeats)
         mean, log_std = tf.split(h, 2, axis=-1)
         return Gaussian(mean, tf.exp(log_std))
 
@@ -144,21 +155,23 @@ def split_seed(seed: tf.Tensor | None, num: int) -> list[tf.Tensor | None]:
 
 
 def standard_normal(shape: tf.Tensor | list, seed: tf.Tensor | None) -> tf.Tensor:
-    """N(0, I) noise: stateless given a seed, else from the global random state."""
-    if seed is None:
-        return tf.random.normal(shape)
-    return tf.random.stateless_normal(shape, seed)
+    """N(0, I) noise: stateless given a seed, else keyed from the global random state."""
+    return rng.normal(shape, seed)
 
 
 def _mlp(
-    h: tf.Tensor, layers: list[keras.layers.Layer], seedable: bool, seed: tf.Tensor | None
+    h: tf.Tensor,
+    layers: list[keras.layers.Layer],
+    seedable: bool,
+    seed: tf.Tensor | None,
+    repeats: int | tf.Tensor | None = None,
 ) -> tf.Tensor:
-    if not seedable or seed is None:
-        for layer in layers:
-            h = layer(h)
-        return h
-    for layer, layer_seed in zip(layers, split_seed(seed, len(layers)), strict=True):
-        h = layer(h, seed=layer_seed)
+    seeds = split_seed(seed, len(layers)) if seedable else [None] * len(layers)
+    for i, (layer, layer_seed) in enumerate(zip(layers, seeds, strict=True)):
+        kwargs = {} if layer_seed is None else {"seed": layer_seed}
+        if i == 0 and repeats is not None:
+            kwargs["repeats"] = repeats
+        h = layer(h, **kwargs)
     return h
 
 
@@ -226,6 +239,7 @@ class Encoder(keras.Model):
         self.latent_sizes = tuple(latent_sizes)
         self.config = config = config or NetworkConfig()
         self.tile_inputs = dense_layers.draws_per_row(config.layer_kind)
+        self.shares_first_moments = config.layer_kind == "local_reparameterization"
         self.blocks = [
             GaussianMLP(hidden, latent, config, name=f"q_h{i + 1}")
             for i, (hidden, latent) in enumerate(zip(hidden_sizes, latent_sizes, strict=True))
@@ -248,13 +262,17 @@ class Encoder(keras.Model):
           is [1, batch, dims] when computed once per example).
         """
         batch = tf.shape(x)[0]
-        rows = _tile_rows(x, num_samples) if self.tile_inputs else x
+        # Local reparameterization repeats its first layer's rows itself, computing x @ mu and
+        # x^2 @ sigma^2 once per example; other per-row kinds need x tiled.
+        share = self.shares_first_moments
+        rows = _tile_rows(x, num_samples) if self.tile_inputs and not share else x
         layers_out = []
         seeds = split_seed(seed, 2 * len(self.blocks))
         for i, block in enumerate(self.blocks):
             shape = [num_samples, batch, block.output_size]
-            gaussian = block(rows, seed=seeds[2 * i])
-            if rows is x:
+            repeats = num_samples if share and i == 0 else None
+            gaussian = block(rows, seed=seeds[2 * i], repeats=repeats)
+            if i == 0 and not self.tile_inputs:
                 # One q(h_1|x) per example, shared by its k samples: broadcast, don't recompute.
                 mean, std = gaussian.mean[tf.newaxis], gaussian.std[tf.newaxis]
             else:

@@ -58,9 +58,9 @@ class TrainConfig:
       test_split: tfds split to evaluate on; binarized once, with a fixed seed.
       eval_batch_size: Examples per evaluation batch.
       data_dir: tfds data directory (None: the tfds default).
-      jit_compile: XLA-compile the train step; None picks what measured faster on CPU (on
-        for deterministic networks, off for uncertain ones, whose XLA RNG is slower), and
-        off under tf.distribute, whose collectives XLA cannot compile on CPU.
+      jit_compile: XLA-compile the train step; None picks what measured faster on CPU: on
+        for every variant (with `iwae_tf.rng` drawing the noise, see BENCHMARKS.md), off
+        under tf.distribute, whose collectives XLA cannot compile on CPU.
       steps_per_execution: Train steps per tf.function call; more steps amortize Keras'
         per-call overhead, which dominates small models like the paper's.
       schedule: Learning-rate schedule: "constant", or "burda" (Burda et al.: 3^i passes at
@@ -192,11 +192,8 @@ def make_model(config: TrainConfig, num_train_examples: int) -> ImportanceWeight
     model(tf.zeros([1, data.NUM_PIXELS]))
     jit_compile = config.jit_compile
     if jit_compile is None:
-        spec = VARIANTS[config.model]
         # XLA on CPU cannot compile the cross-replica collectives of tf.distribute.
-        jit_compile = not (
-            spec.uncertain_encoder or spec.uncertain_decoder or tf.distribute.has_strategy()
-        )
+        jit_compile = not tf.distribute.has_strategy()
     steps_per_epoch = config.steps_per_epoch or num_train_examples // config.batch_size
     learning_rate = schedules.make_learning_rate(
         config.schedule, config.learning_rate, steps_per_epoch, config.stages

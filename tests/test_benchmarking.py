@@ -207,9 +207,10 @@ def test_config_json_round_trip_and_jit_default():
         ((400,),),
     )
     assert B.BenchmarkConfig.from_json(config.to_json()) == config
-    # As train.make_model: XLA for deterministic networks, not for uncertain ones.
+    # As train.make_model without a strategy: XLA for every variant unless turned off.
     assert B.BenchmarkConfig(variant="iwae").resolved_jit_compile() is True
-    assert B.BenchmarkConfig(variant="iwaeu").resolved_jit_compile() is False
+    assert B.BenchmarkConfig(variant="iwaeu").resolved_jit_compile() is True
+    assert B.BenchmarkConfig(variant="iwaeu", jit_compile=False).resolved_jit_compile() is False
     assert B.BenchmarkConfig(variant="iwaeu", jit_compile=True).resolved_jit_compile() is True
 
 
@@ -284,7 +285,7 @@ def test_ratios_and_table():
     }
     table = B.format_table(results).splitlines()
     assert len(table) == 5 and table[0].count("|") == table[1].count("|") == table[3].count("|")
-    assert "| iwaeu | b20_k50 | 20 | 50 | off | 10.00 | 20.00 |" in table[3]
+    assert "| iwaeu | b20_k50 | 20 | 50 | on | 10.00 | 20.00 |" in table[3]
     assert "| 40% | 25% | 900 (700) | 2.5 |" in table[3]
 
 

@@ -1,0 +1,89 @@
+"""Tests of iwae_tf.rng: Philox-4x32-10 against published and TensorFlow's own outputs."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iwae_tf import rng
+
+
+def _words(*values: int) -> tuple[tf.Tensor, ...]:
+    return tuple(tf.constant(v, tf.uint32) for v in values)
+
+
+# Known-answer vectors of Random123 (kat_vectors, "philox4x32 10"): counter, key, output.
+KNOWN_ANSWERS = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
+]
+
+
+@pytest.mark.parametrize("counter,key,expected", KNOWN_ANSWERS)
+def test_philox_matches_random123_known_answers(counter, key, expected):
+    out = rng.philox4x32(_words(*counter), _words(*key))
+    assert [int(w) for w in out] == list(expected)
+
+
+def _normals_from_tensorflow_philox(size: int, seed: tuple[int, int]) -> np.ndarray:
+    """The documented transform applied to TensorFlow's own Philox kernel's words."""
+    key = np.uint64(seed[0] % 2**32) | (np.uint64(seed[1] % 2**32) << np.uint64(32))
+    words = tf.raw_ops.StatelessRandomUniformFullIntV2(
+        shape=[4 * math.ceil(size / 4)],
+        key=tf.constant([key], tf.uint64),
+        counter=tf.constant([0, 0], tf.uint64),
+        alg=1,  # Philox.
+        dtype=tf.uint32,
+    ).numpy()[:size]
+    j = (words >> 9).astype(np.float64)
+    return tf.math.ndtri(tf.constant((j + 0.5) * 2.0**-23, tf.float32)).numpy()
+
+
+@pytest.mark.parametrize("seed", [(0, 0), (7, -3), (-(2**31), 2**31 - 1)])
+def test_stateless_normal_is_tensorflows_philox_stream(seed):
+    size = 1003  # Not a multiple of the 4 words per counter.
+    ours = rng.stateless_normal([size], tf.constant(seed, tf.int32)).numpy()
+    np.testing.assert_array_equal(ours, _normals_from_tensorflow_philox(size, seed))
+
+
+def test_same_values_with_and_without_xla_and_for_any_shape():
+    seed = tf.constant([3, 4], tf.int32)
+    eager = rng.stateless_normal([5, 7, 3], seed)
+    compiled = tf.function(rng.stateless_normal, jit_compile=True)([5, 7, 3], seed)
+    # The Philox words are equal; XLA's inverse CDF may round differently in the last place.
+    np.testing.assert_allclose(eager.numpy(), compiled.numpy(), rtol=1e-6, atol=1e-6)
+    flat = rng.stateless_normal([105], seed)
+    # The shape only arranges one stream: a reshaped draw of equal size is the same draw.
+    np.testing.assert_array_equal(eager.numpy().ravel(), flat.numpy())
+    other = rng.stateless_normal([105], tf.constant([3, 5], tf.int32))
+    assert np.mean(other.numpy() == flat.numpy()) < 0.05
+
+
+def test_draws_are_standard_normal():
+    n = 1_000_000
+    z = rng.stateless_normal([n], tf.constant([11, 12], tf.int32)).numpy().astype(np.float64)
+    # Mean and variance within 5 standard errors of N(0, 1)'s.
+    assert abs(z.mean()) < 5 / math.sqrt(n)
+    assert abs(z.var() - 1.0) < 5 * math.sqrt(2 / n)
+    assert np.abs(z).max() <= 5.33  # The inverse CDF's grid ends at 2^-24.
+    # Kolmogorov-Smirnov distance to the N(0, 1) CDF, against the 0.1% critical value.
+    z.sort()
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    empirical = np.arange(1, n + 1) / n
+    distance = max(np.max(empirical - cdf), np.max(cdf - (empirical - 1 / n)))
+    assert distance < 1.95 / math.sqrt(n)
+
+
+def test_unseeded_draws_repeat_under_the_global_seed():
+    tf.random.set_seed(5)
+    first = rng.normal([10]).numpy()
+    second = rng.normal([10]).numpy()
+    tf.random.set_seed(5)
+    np.testing.assert_array_equal(rng.normal([10]).numpy(), first)
+    assert not np.array_equal(first, second)
