@@ -27,7 +27,10 @@ How a forward pass ``a = x W`` is sampled differs between the uncertain kinds:
   are independent, this is exact in distribution, for every row, as if that row had sampled its
   own ``W`` (through a whole stack of such layers too), at the cost of one extra matmul and
   with lower gradient variance than sampling ``W``. Rows that should be distinct importance
-  samples must thus be distinct rows, i.e. the model tiles ``x`` once per sample.
+  samples must thus be distinct rows. Because the mean and variance of ``a`` depend on ``x``
+  only, the layer's ``repeats`` argument computes them once per input row and repeats them
+  before adding each output row's noise: the encoder's first layer costs two matmuls per
+  example, not per importance sample, with the same distribution as tiling ``x``.
 * ``"flipout"`` (Wen, Vicol, Ba, Tran & Grosse 2018). One perturbation ``dW ~ N(0, sigma^2)``
   per call, decorrelated across rows by random sign flips::
 
