@@ -340,3 +340,17 @@ def test_seed_makes_draws_stateless_and_reproducible(kind):
     op_types = {op.type for op in graph.get_operations()}
     assert not op_types & {"RandomStandardNormal", "RandomUniform"}, op_types
     np.testing.assert_array_equal(traced(seed).numpy(), first)
+
+
+def test_repeats_equals_tiling_the_inputs():
+    """`repeats=k` computes the moments once per row; the draw equals that on x tiled k times."""
+    layer = _built("local_reparameterization", units=5, d_in=3, init_scale=0.5)
+    x = tf.constant(X)
+    seed = tf.constant([3, 9], tf.int32)
+    repeated = layer(x, seed=seed, repeats=4).numpy()
+    tiled = layer(tf.tile(x, [4, 1]), seed=seed).numpy()  # sample major, as repeats
+    assert repeated.shape == (4 * len(X), 5)
+    np.testing.assert_allclose(repeated, tiled, rtol=1e-6, atol=1e-6)
+    # Every copy of a row still gets its own weight draw.
+    copies = repeated.reshape(4, len(X), 5)
+    assert np.all(np.abs(copies[0] - copies[1]) > 1e-6)
