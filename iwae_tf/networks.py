@@ -154,11 +154,6 @@ def split_seed(seed: tf.Tensor | None, num: int) -> list[tf.Tensor | None]:
     return tf.unstack(tf.random.experimental.stateless_split(seed, num))
 
 
-def standard_normal(shape: tf.Tensor | list, seed: tf.Tensor | None) -> tf.Tensor:
-    """N(0, I) noise: stateless given a seed, else keyed from the global random state."""
-    return rng.normal(shape, seed)
-
-
 def _mlp(
     h: tf.Tensor,
     layers: list[keras.layers.Layer],
@@ -277,7 +272,7 @@ class Encoder(keras.Model):
                 mean, std = gaussian.mean[tf.newaxis], gaussian.std[tf.newaxis]
             else:
                 mean, std = tf.reshape(gaussian.mean, shape), tf.reshape(gaussian.std, shape)
-            sample = mean + std * standard_normal(shape, seeds[2 * i + 1])
+            sample = mean + std * rng.normal(shape, seeds[2 * i + 1])
             layers_out.append((sample, Gaussian(mean, std)))
             rows = tf.reshape(sample, [-1, block.output_size])
         return layers_out
