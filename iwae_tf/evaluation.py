@@ -38,11 +38,10 @@ encoders (E over the weight posterior too) it is the average, over S samples of 
 of the Gaussian mean of layer l: a Rao-Blackwellized estimate whose noise does not include the
 layer's own std (which would add about std^2 / S to A_u and could make dead units look active).
 
-**Randomness.** With an integer `seed`, every draw is stateless (see `iwae_tf.networks.
-split_seed`): the same model, data (in the same batches) and seed give the same numbers in any
-process. Each batch, example block and sample chunk gets its own seed by `stateless_fold_in`.
-Flipout layers ignore seeds (their signs are stateful), so flipout models are not reproducible
-this way.
+**Randomness.** Every draw is stateless (see `iwae_tf.rng`): the same model, data (in the same
+batches) and seed give the same numbers in any process. Batch b of a dataset draws with
+rng.fold_in(rng.from_int(seed), b), and each example block and sample chunk within it folds in
+its own index.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from iwae_tf import bounds
+from iwae_tf import bounds, rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
 
 DEFAULT_MAX_ROWS = 50_000
@@ -124,19 +123,12 @@ class LogWeightStatistics(NamedTuple):
     num_groups: tf.Tensor
 
 
-def _fold_in(seed: tf.Tensor | None, index: tf.Tensor | int) -> tf.Tensor | None:
-    """A child seed for block / chunk `index` of `seed` (None stays None: stateful draws)."""
-    if seed is None:
-        return None
-    return tf.random.experimental.stateless_fold_in(seed, tf.cast(index, tf.int32))
-
-
 def _chunk_statistics(
     model: ImportanceWeightedAutoencoder,
     x: tf.Tensor,
     num_samples: tf.Tensor | int,
     chunk_size: tf.Tensor | int,
-    seed: tf.Tensor | None,
+    seed: tf.Tensor,
     group_size: int | None,
 ) -> LogWeightStatistics:
     """Statistics of num_samples log-weights for every row of x, drawn chunk_size at a time."""
@@ -153,7 +145,7 @@ def _chunk_statistics(
         groups: tf.Tensor,
     ) -> tuple[tf.Tensor, ...]:
         size = tf.minimum(chunk_size, num_samples - done)
-        log_weights = model.log_weights(x, size, seed=_fold_in(seed, chunk))
+        log_weights = model.log_weights(x, size, seed=rng.fold_in(seed, chunk))
         log_sum = tf.reduce_logsumexp(
             tf.stack([log_sum, tf.reduce_logsumexp(log_weights, axis=0)]), axis=0
         )
@@ -205,7 +197,7 @@ def log_weight_statistics(
     model: ImportanceWeightedAutoencoder,
     x: tf.Tensor,
     num_samples: tf.Tensor | int,
-    seed: tf.Tensor | None = None,
+    seed: tf.Tensor,
     max_rows: int = DEFAULT_MAX_ROWS,
     group_size: int | None = None,
 ) -> LogWeightStatistics:
@@ -220,7 +212,7 @@ def log_weight_statistics(
       model: The model whose `log_weights` to sample.
       x: [N, features] float data.
       num_samples: K, importance samples per example (>= 1).
-      seed: Optional int32/int64 [2] stateless seed; None draws from the global random state.
+      seed: int32/int64 [2] stateless seed.
       max_rows: Bound on rows per model call; this, not K or N, sets the memory used.
       group_size: If set, also accumulate L_k over disjoint groups of k = group_size samples.
 
@@ -235,7 +227,7 @@ def log_weight_statistics(
 
     def body(b: tf.Tensor, *outputs: tf.Tensor) -> tuple[tf.Tensor, ...]:
         rows = x[b * block : (b + 1) * block]
-        stats = _chunk_statistics(model, rows, num_samples, chunk, _fold_in(seed, b), group_size)
+        stats = _chunk_statistics(model, rows, num_samples, chunk, rng.fold_in(seed, b), group_size)
         grown = [tf.concat([acc, new], 0) for acc, new in zip(outputs[:3], stats[:3], strict=True)]
         return (b + 1, *grown, stats.num_groups)
 
@@ -260,7 +252,7 @@ def score(
     model: ImportanceWeightedAutoencoder,
     x: tf.Tensor,
     num_samples: tf.Tensor | int,
-    seed: tf.Tensor | None = None,
+    seed: tf.Tensor,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-example K-sample estimates (log (1/K) sum_j w_j, (1/K) sum_j log w_j).
@@ -271,7 +263,7 @@ def score(
       model: The model.
       x: [N, features] binary data.
       num_samples: K (>= 1), a Python int or an int32 scalar tensor.
-      seed: Optional int32/int64 [2] stateless seed.
+      seed: int32/int64 [2] stateless seed.
       max_rows: Bound on rows per model call.
 
     Returns:
@@ -288,16 +280,12 @@ def _batches(dataset: tf.data.Dataset) -> Any:
         yield tf.convert_to_tensor(x, tf.float32)
 
 
-def _base_seed(seed: int | None) -> tf.Tensor | None:
-    return None if seed is None else tf.constant([seed, 0], tf.int64)
-
-
 def estimate_log_likelihood(
     model: ImportanceWeightedAutoencoder,
     dataset: tf.data.Dataset,
     num_samples: int = 5000,
     max_rows: int = DEFAULT_MAX_ROWS,
-    seed: int | None = None,
+    seed: int = 0,
     group_size: int | None = None,
 ) -> LogLikelihoodEstimates:
     """K-sample estimates of log p(x) and the ELBO for every example of a dataset.
@@ -308,7 +296,7 @@ def estimate_log_likelihood(
       num_samples: K importance samples per example.
       max_rows: Bound on decoder rows evaluated at once (block size * chunk size); this, not
         K or the batch size, sets the memory used.
-      seed: Optional integer seed: batch i draws with fold_in([seed, 0], i), so results are
+      seed: Integer seed: batch i draws with rng.fold_in(rng.from_int(seed), i), so results are
         reproducible for the same batching. None: TensorFlow's global random state.
       group_size: If set (e.g. the training k), also estimate L_k at k = group_size from
         the same samples (see the module docstring).
@@ -320,11 +308,11 @@ def estimate_log_likelihood(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     if group_size is not None and group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}.")
-    base_seed = _base_seed(seed)
+    base_seed = rng.from_int(seed)
 
     @tf.function(reduce_retracing=True)
     def batch_stats(x: tf.Tensor, index: tf.Tensor) -> LogWeightStatistics:
-        batch_seed = None if base_seed is None else _fold_in(base_seed, index)
+        batch_seed = rng.fold_in(base_seed, index)
         return log_weight_statistics(model, x, num_samples, batch_seed, max_rows, group_size)
 
     log_px, elbo, bound_k = [], [], []
@@ -370,8 +358,8 @@ class ActiveUnits:
 def posterior_means(
     model: ImportanceWeightedAutoencoder,
     x: tf.Tensor,
-    num_samples: int = 100,
-    seed: tf.Tensor | None = None,
+    num_samples: int,
+    seed: tf.Tensor,
 ) -> list[tf.Tensor]:
     """E_{q(h|x)}[h_l] for every stochastic layer l, each [batch, dims].
 
@@ -383,7 +371,7 @@ def posterior_means(
       model: The model.
       x: [batch, features] data.
       num_samples: S, draws averaged over.
-      seed: Optional int32/int64 [2] stateless seed.
+      seed: int32/int64 [2] stateless seed.
 
     Returns:
       One [batch, dims] tensor per stochastic layer, bottom first.
@@ -397,7 +385,7 @@ def active_units(
     dataset: tf.data.Dataset,
     threshold: float = ACTIVE_UNIT_THRESHOLD,
     num_samples: int = 100,
-    seed: int | None = 0,
+    seed: int = 0,
 ) -> ActiveUnits:
     """Counts the active units of every stochastic layer over a dataset (Burda et al.).
 
@@ -407,16 +395,16 @@ def active_units(
       threshold: A unit is active when Var_x(E_q[h_u | x]) > threshold.
       num_samples: Draws S averaged over for E_q[h_u | x] (see `posterior_means`); the
         first layer of a deterministic encoder needs none and computes it exactly.
-      seed: Optional integer seed for those draws (batch i uses fold_in([seed, 0], i)).
+      seed: Integer seed of those draws (batch i uses rng.fold_in(rng.from_int(seed), i)).
 
     Returns:
       The per-unit variances and the threshold.
     """
-    base_seed = _base_seed(seed)
+    base_seed = rng.from_int(seed)
 
     @tf.function(reduce_retracing=True)
     def batch_means(x: tf.Tensor, index: tf.Tensor) -> list[tf.Tensor]:
-        batch_seed = None if base_seed is None else _fold_in(base_seed, index)
+        batch_seed = rng.fold_in(base_seed, index)
         return posterior_means(model, x, num_samples, batch_seed)
 
     # Shifted float64 sums: Var = (sum (m - s)^2 - (sum (m - s))^2 / N) / (N - 1), with the
@@ -450,14 +438,14 @@ class Evaluation:
       num_samples: K.
       train_k: The training k at which L_k was estimated (None: not estimated).
       active_units: Active units per stochastic layer.
-      seed: The seed of the draws (None: stateful).
+      seed: The seed of the draws.
     """
 
     estimates: LogLikelihoodEstimates
     num_samples: int
     train_k: int | None
     active_units: ActiveUnits
-    seed: int | None
+    seed: int
 
     def summary(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict (nats; NLLs positive, bounds as log-likelihoods)."""
@@ -502,7 +490,7 @@ def evaluate(
     num_samples: int = 5000,
     train_k: int | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
-    seed: int | None = 0,
+    seed: int = 0,
     active_unit_samples: int = 100,
     active_unit_threshold: float = ACTIVE_UNIT_THRESHOLD,
 ) -> Evaluation:
@@ -515,7 +503,7 @@ def evaluate(
       train_k: k at which to estimate L_k from the same samples; default the model's
         `num_importance_samples`.
       max_rows: Bound on rows per model call (sets the memory used).
-      seed: Seed of every draw (None: TensorFlow's global random state).
+      seed: Seed of every draw.
       active_unit_samples: Draws averaged over for E_q[h | x] (see `active_units`).
       active_unit_threshold: Activity threshold on Var_x(E_q[h_u | x]).
 

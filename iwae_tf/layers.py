@@ -60,13 +60,12 @@ model's loss behind its back. With ``kl_divergence=True`` the analytic
 *unscaled*; the model multiplies it by ``kl_weight / N_train``. (tf_keras resets a layer's
 call-time losses at every top-level call, so they do not accumulate across calls.)
 
-Randomness: TFP 0.25 draws with unseeded ``d.sample()``, i.e. stateful ``tf.random.normal`` ops.
-The local-reparameterization and reparameterization layers built here also accept
-``layer(x, seed=seed)`` with an int32 ``[2]`` seed tensor: the posterior draw is then stateless
-(``d.sample(seed=seed)``), so the same inputs and seed give the same outputs in any process,
-which the exported SavedModels rely on. Flipout's Rademacher signs come from stateful ops seeded
-only by the Python-int ``seed`` of ``DenseFlipout``: it ignores ``seed`` and is reproducible only
-through ``tf.random.set_seed`` and op order.
+Randomness: every uncertain layer is called as ``layer(x, seed=seed)`` with a ``[2]`` stateless
+seed (see `iwae_tf.rng`), and all its draws are functions of that seed: the same inputs and seed
+give the same outputs in any process, with and without XLA. The local-reparameterization and
+flipout layers write their forward passes out (their noise comes from `iwae_tf.rng`); the
+reparameterization layer passes the seed to TFP's ``d.sample(seed=seed)``, which is stateless
+for a tensor seed.
 
 References:
     Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
@@ -121,17 +120,20 @@ LAYER_KINDS: tuple[str, ...] = (
 
 
 class _SeedableSampling:
-    """Mixin for TFP dense variational layers: ``call(inputs, seed=None)``.
+    """Mixin for TFP dense variational layers: ``call(inputs, seed)``.
 
     TFP samples the posterior with ``kernel_posterior_tensor_fn(distribution)``; routing it
-    through `_sample_posterior` lets a seed given to this call reach ``d.sample(seed=...)``,
-    which TFP turns into stateless sampling when the seed is a tensor.
+    through `_sample_posterior` lets the seed given to this call reach ``d.sample(seed=...)``,
+    which TFP turns into stateless sampling for a tensor seed.
     """
 
     _call_seed: tf.Tensor | None = None
 
-    def call(self, inputs: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
-        self._call_seed = seed
+    def call(self, inputs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        if seed is None:
+            raise ValueError(f"Layer {self.name!r} needs a seed for its weight draw.")
+        # TFP's stateless samplers take int32 seeds; the cast keeps each word's low 32 bits.
+        self._call_seed = tf.cast(seed, tf.int32)
         try:
             return super().call(inputs)
         finally:
@@ -141,25 +143,42 @@ class _SeedableSampling:
         return distribution.sample(seed=self._call_seed)
 
 
-class DenseLocalReparameterization(tfp.layers.DenseLocalReparameterization):
-    """``tfp.layers.DenseLocalReparameterization`` that takes an optional stateless seed.
+def _bias_activation_divergence(layer: keras.layers.Layer, outputs: tf.Tensor) -> tf.Tensor:
+    """The end of TFP's dense variational forward pass: point bias, activation, optional KL."""
+    outputs = tf.nn.bias_add(outputs, layer.bias_posterior.distribution.loc)
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
+    layer.kernel_posterior_tensor = None  # As TFP's local reparameterization: no kernel sample.
+    layer.bias_posterior_tensor = layer.bias_posterior.distribution.loc
+    layer._apply_divergence(
+        layer.kernel_divergence_fn,
+        layer.kernel_posterior,
+        layer.kernel_prior,
+        layer.kernel_posterior_tensor,
+        name="divergence_kernel",
+    )
+    return outputs
 
-    The forward pass is written out: ``x @ mu + sqrt(x**2 @ sigma**2) * eps`` costs the two
-    matmuls and one draw of ``eps`` (Philox in plain ops, see `iwae_tf.rng`, fast under XLA)
-    without building TFP distributions on every call.
+
+class DenseLocalReparameterization(tfp.layers.DenseLocalReparameterization):
+    """``tfp.layers.DenseLocalReparameterization`` with a stateless seed, forward pass written out.
+
+    ``x @ mu + sqrt(x**2 @ sigma**2) * eps`` costs the two matmuls and one draw of ``eps``
+    (Philox in plain ops, see `iwae_tf.rng`, fast under XLA) without building TFP distributions
+    on every call.
     """
 
     def call(
         self,
         inputs: tf.Tensor,
-        seed: tf.Tensor | None = None,
+        seed: tf.Tensor,
         repeats: int | tf.Tensor | None = None,
     ) -> tf.Tensor:
         """Samples the layer's output for every row.
 
         Args:
           inputs: [rows, d_in].
-          seed: Optional int32 [2] seed of a stateless draw.
+          seed: [2] stateless seed of the draw.
           repeats: Optional output rows per input row (an int or int32 scalar tensor): the
             output is then [repeats * rows, units], sample major, each row with its own weight
             draw, as if `inputs` had been tiled `repeats` times; the mean and variance matmuls
@@ -176,31 +195,32 @@ class DenseLocalReparameterization(tfp.layers.DenseLocalReparameterization):
             mean = tf.reshape(tf.tile(mean[tf.newaxis], [repeats, 1, 1]), [-1, self.units])
             stddev = tf.reshape(tf.tile(stddev[tf.newaxis], [repeats, 1, 1]), [-1, self.units])
         outputs = mean + stddev * rng.normal(tf.shape(mean), seed)
-        outputs = tf.nn.bias_add(outputs, self.bias_posterior.distribution.loc)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        self.kernel_posterior_tensor = None  # As TFP: no kernel sample exists.
-        self.bias_posterior_tensor = self.bias_posterior.distribution.loc
-        self._apply_divergence(
-            self.kernel_divergence_fn,
-            self.kernel_posterior,
-            self.kernel_prior,
-            self.kernel_posterior_tensor,
-            name="divergence_kernel",
-        )
-        return outputs
-
-
-class DenseReparameterization(_SeedableSampling, tfp.layers.DenseReparameterization):
-    """``tfp.layers.DenseReparameterization`` that takes an optional stateless seed."""
+        return _bias_activation_divergence(self, outputs)
 
 
 class DenseFlipout(tfp.layers.DenseFlipout):
-    """``tfp.layers.DenseFlipout``; accepts and ignores ``seed`` (its signs are stateful)."""
+    """``tfp.layers.DenseFlipout`` with a stateless seed, forward pass written out.
 
-    def call(self, inputs: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
-        del seed
-        return super().call(inputs)
+    ``x @ mu + ((x * s_in) @ (sigma * eps)) * s_out``: one ``eps ~ N(0, I)`` of the kernel's
+    shape per call, and Rademacher signs ``s_in`` [rows, d_in], ``s_out`` [rows, units] per row
+    (Wen et al. 2018, eq. 3), all three drawn from the call's seed with `iwae_tf.rng`.
+    """
+
+    def call(self, inputs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Samples the layer's output for every row, from the [2] stateless `seed`."""
+        inputs = tf.convert_to_tensor(inputs, dtype=self.dtype)
+        posterior = self.kernel_posterior.distribution
+        kernel_seed, input_seed, output_seed = rng.split(seed, 3)
+        perturbation = posterior.scale * rng.normal(tf.shape(posterior.loc), kernel_seed)
+        input_signs = rng.signs(tf.shape(inputs), input_seed)
+        output_signs = rng.signs([tf.shape(inputs)[0], self.units], output_seed)
+        outputs = tf.matmul(inputs, posterior.loc)
+        outputs += tf.matmul(inputs * input_signs, perturbation) * output_signs
+        return _bias_activation_divergence(self, outputs)
+
+
+class DenseReparameterization(_SeedableSampling, tfp.layers.DenseReparameterization):
+    """``tfp.layers.DenseReparameterization`` whose one kernel draw per call is seeded."""
 
 
 _UNCERTAIN_CLASSES: dict[str, type[keras.layers.Layer]] = {

@@ -8,6 +8,11 @@ drawn by reparameterization, so gradients flow through the samples (Kingma & Wel
 `train_step` maximizes the objective chosen at construction, `iwae` (the k-sample bound of
 Burda et al. 2016) or `vae` (the mean single-sample ELBO), see `iwae_tf.bounds`.
 
+Every draw is stateless (`iwae_tf.rng`): train step s draws with
+`rng.step_seed(model.seed, rng.TRAIN_STREAM, s)`, s the optimizer's step counter, so that a run
+is a function of its seed under XLA too, and a run resumed from a checkpoint draws the noise the
+uninterrupted run would have drawn. Under tf.distribute each replica folds in its replica id.
+
 With uncertain network weights (Hernandez-Lobato et al.), every importance sample i also
 carries its own weight draws theta^(i), phi^(i): the layers draw per row, and the encoder sees
 x tiled k times. The importance weight of sample i then uses q(h^(i) | x; phi^(i)) from the same
@@ -24,9 +29,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from iwae_tf import bounds
+from iwae_tf import bounds, rng
 from iwae_tf import layers as dense_layers
-from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob, split_seed
+from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob
 
 
 class ImportanceWeightedAutoencoder(keras.Model):
@@ -44,6 +49,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         objective: str = "iwae",
         kl_weight: float = 0.0,
         num_train_examples: int | None = None,
+        seed: int = 0,
         **kwargs,
     ) -> None:
         """Builds the model.
@@ -56,6 +62,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
           kl_weight: Weight of sum KL(q(W) || p(W)) / num_train_examples in the loss, for
             networks whose uncertain layers were built with a KL; 0 trains the plain bound.
           num_train_examples: N in the KL scaling; required when kl_weight > 0.
+          seed: Integer seed of every draw the train and test steps make (see `iwae_tf.rng`).
           **kwargs: Passed to `keras.Model`.
         """
         super().__init__(**kwargs)
@@ -75,6 +82,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         self.objective = objective
         self.kl_weight = float(kl_weight)
         self.num_train_examples = num_train_examples
+        self.seed = int(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.iwae_bound_tracker = keras.metrics.Mean(name="iwae_bound")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
@@ -83,31 +91,31 @@ class ImportanceWeightedAutoencoder(keras.Model):
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker, self.iwae_bound_tracker, self.elbo_tracker]
 
-    def log_weights(
-        self, x: tf.Tensor, num_samples: int, seed: tf.Tensor | None = None
-    ) -> tf.Tensor:
+    def log_weights(self, x: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tf.Tensor:
         """log p(x, h^(i)) - log q(h^(i) | x) for i = 1..num_samples.
 
         Args:
           x: [batch, features] binary data.
           num_samples: k, a Python int.
-          seed: Optional int32 [2] seed. With it every draw (latents, and the weights of
-            local-reparameterization and reparameterization layers) is stateless: the same
-            x and seed give the same log-weights in any process. Without it, draws come from
-            TensorFlow's global random state.
+          seed: [2] stateless seed (see `iwae_tf.rng`) of every draw, latents and uncertain
+            weights: the same x and seed give the same log-weights in any process. The
+            encoder draws with rng.split(seed, 2)[0], the decoder with [1].
 
         Returns:
           [num_samples, batch] log importance weights.
         """
-        encoder_seed, decoder_seed = split_seed(seed, 2)
+        encoder_seed, decoder_seed = rng.split(seed, 2)
         posterior = self.encoder(x, num_samples=num_samples, seed=encoder_seed)
         latents = [sample for sample, _ in posterior]
         log_q = tf.add_n([gaussian_log_prob(sample, q) for sample, q in posterior])
         return self.decoder.log_prob(x, latents, seed=decoder_seed) - log_q
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        """The k-sample bound L_k per example, at the training k."""
-        return bounds.iwae_bound(self.log_weights(x, self.num_importance_samples))
+    def call(self, x: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        """The k-sample bound L_k per example at the training k; `seed` defaults to the
+        model's evaluation seed, rng.from_int(model.seed)."""
+        if seed is None:
+            seed = rng.from_int(self.seed)
+        return bounds.iwae_bound(self.log_weights(x, self.num_importance_samples, seed))
 
     def weight_kl(self) -> tf.Tensor:
         """kl_weight * sum KL(q(W) || p(W)) / N: the per-example weight-prior penalty, or 0.
@@ -119,8 +127,16 @@ class ImportanceWeightedAutoencoder(keras.Model):
             return tf.constant(0.0)
         return self.kl_weight * tf.add_n(self.losses) / float(self.num_train_examples)
 
-    def _forward(self, x: tf.Tensor) -> tf.Tensor:
-        log_weights = self.log_weights(x, self.num_importance_samples)
+    def step_seed(self, stream: int, step: tf.Tensor) -> tf.Tensor:
+        """The seed of step `step` of `stream`, with the replica id folded in under a strategy."""
+        seed = rng.step_seed(self.seed, stream, step)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            seed = rng.fold_in(seed, context.replica_id_in_sync_group)
+        return seed
+
+    def _forward(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        log_weights = self.log_weights(x, self.num_importance_samples, seed)
         iwae_bound = bounds.iwae_bound(log_weights)
         elbo = bounds.elbo(log_weights)
         per_example = iwae_bound if self.objective == "iwae" else elbo
@@ -135,14 +151,18 @@ class ImportanceWeightedAutoencoder(keras.Model):
 
     def train_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
         x = _features(data)
+        seed = self.step_seed(rng.TRAIN_STREAM, self.optimizer.iterations)
         with tf.GradientTape() as tape:
-            loss = self._forward(x)
+            loss = self._forward(x, seed)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
-        self._forward(_features(data))
+        # Keras resets its test counter at every evaluation pass, so each pass in `fit` draws
+        # the same noise for the same batch: validation curves compare epochs, not draws.
+        seed = self.step_seed(rng.VALIDATION_STREAM, self._test_counter)
+        self._forward(_features(data), seed)
         return {m.name: m.result() for m in self.metrics}
 
 
@@ -188,6 +208,7 @@ def build_model(
     kl_weight: float = 0.0,
     prior_scale: float = 1.0,
     num_train_examples: int | None = None,
+    seed: int = 0,
 ) -> ImportanceWeightedAutoencoder:
     """Builds a named variant (see `VARIANTS`) with the architecture of Burda et al.
 
@@ -203,6 +224,7 @@ def build_model(
       kl_weight: Weight of the weight-prior KL per example (0: none).
       prior_scale: Std of the N(0, prior_scale^2) weight prior.
       num_train_examples: Training set size, to scale the KL.
+      seed: Integer seed of the train and test steps' draws.
 
     Returns:
       An uncompiled model.
@@ -241,5 +263,6 @@ def build_model(
         objective=spec.objective,
         kl_weight=kl_weight,
         num_train_examples=num_train_examples,
+        seed=seed,
         name=variant,
     )

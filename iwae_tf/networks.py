@@ -105,10 +105,10 @@ class GaussianMLP(keras.layers.Layer):
     def call(
         self,
         inputs: tf.Tensor,
-        seed: tf.Tensor | None = None,
+        seed: tf.Tensor,
         repeats: int | tf.Tensor | None = None,
     ) -> Gaussian:
-        """The Gaussian at `inputs`; `seed` makes uncertain weights' draws stateless.
+        """The Gaussian at `inputs`; `seed` keys the draws of uncertain weights.
 
         With `repeats`, the first layer (local reparameterization) draws `repeats` output rows
         per input row, sample major (see `iwae_tf.layers.DenseLocalReparameterization`).
@@ -142,26 +142,19 @@ class BernoulliMLP(keras.layers.Layer):
             bias_initializer=keras.initializers.Constant(output_bias),
         )
 
-    def call(self, inputs: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
-        """The logits at `inputs`; `seed` makes uncertain weights' draws stateless."""
+    def call(self, inputs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """The logits at `inputs`; `seed` keys the draws of uncertain weights."""
         return _mlp(inputs, self.hidden + [self.head], self.seedable, seed)
-
-
-def split_seed(seed: tf.Tensor | None, num: int) -> list[tf.Tensor | None]:
-    """`num` independent stateless seeds from `seed`, or `num` Nones for stateful sampling."""
-    if seed is None:
-        return [None] * num
-    return tf.unstack(tf.random.experimental.stateless_split(seed, num))
 
 
 def _mlp(
     h: tf.Tensor,
     layers: list[keras.layers.Layer],
     seedable: bool,
-    seed: tf.Tensor | None,
+    seed: tf.Tensor,
     repeats: int | tf.Tensor | None = None,
 ) -> tf.Tensor:
-    seeds = split_seed(seed, len(layers)) if seedable else [None] * len(layers)
+    seeds = rng.split(seed, len(layers)) if seedable else [None] * len(layers)
     for i, (layer, layer_seed) in enumerate(zip(layers, seeds, strict=True)):
         kwargs = {} if layer_seed is None else {"seed": layer_seed}
         if i == 0 and repeats is not None:
@@ -241,15 +234,15 @@ class Encoder(keras.Model):
         ]
 
     def call(
-        self, x: tf.Tensor, num_samples: int = 1, seed: tf.Tensor | None = None
+        self, x: tf.Tensor, num_samples: int, seed: tf.Tensor
     ) -> list[tuple[tf.Tensor, Gaussian]]:
         """Draws h_l ~ q(h_l | h_{l-1}) for every stochastic layer l.
 
         Args:
           x: [batch, features] inputs.
           num_samples: Importance samples k per example.
-          seed: Optional int32 [2] seed; with it, every draw (latents and weights) is
-            stateless, so equal inputs and seeds give equal outputs.
+          seed: [2] stateless seed (see `iwae_tf.rng`) of every draw, latents and weights:
+            equal inputs and seeds give equal outputs.
 
         Returns:
           One (sample, Gaussian) pair per stochastic layer, bottom first. Samples are
@@ -262,7 +255,7 @@ class Encoder(keras.Model):
         share = self.shares_first_moments
         rows = _tile_rows(x, num_samples) if self.tile_inputs and not share else x
         layers_out = []
-        seeds = split_seed(seed, 2 * len(self.blocks))
+        seeds = rng.split(seed, 2 * len(self.blocks))
         for i, block in enumerate(self.blocks):
             shape = [num_samples, batch, block.output_size]
             repeats = num_samples if share and i == 0 else None
@@ -326,32 +319,30 @@ class Decoder(keras.Model):
         ]
 
     def call(
-        self, latents: Sequence[tf.Tensor], seed: tf.Tensor | None = None
+        self, latents: Sequence[tf.Tensor], seed: tf.Tensor
     ) -> tuple[tf.Tensor, list[Gaussian]]:
         """Evaluates the generative conditionals at given latents.
 
         Args:
           latents: h_1, ..., h_L, bottom first, each [rows, dims].
-          seed: Optional int32 [2] seed for stateless draws of uncertain weights.
+          seed: [2] stateless seed of the draws of uncertain weights.
 
         Returns:
           (logits of p(x | h_1) as [rows, data_size], [p(h_l | h_{l+1}) for l = 1..L-1]).
         """
-        seeds = split_seed(seed, len(self.blocks) + 1)
+        seeds = rng.split(seed, len(self.blocks) + 1)
         conditionals = [
             block(latents[i + 1], seed=seeds[i + 1]) for i, block in enumerate(self.blocks)
         ]
         return self.output_net(latents[0], seed=seeds[0]), conditionals
 
-    def log_prob(
-        self, x: tf.Tensor, latents: Sequence[tf.Tensor], seed: tf.Tensor | None = None
-    ) -> tf.Tensor:
+    def log_prob(self, x: tf.Tensor, latents: Sequence[tf.Tensor], seed: tf.Tensor) -> tf.Tensor:
         """log p(x, h_1, ..., h_L) for every importance sample.
 
         Args:
           x: [batch, data_size] binary data.
           latents: h_1, ..., h_L, bottom first, each [num_samples, batch, dims].
-          seed: Optional int32 [2] seed for stateless draws of uncertain weights.
+          seed: [2] stateless seed of the draws of uncertain weights.
 
         Returns:
           [num_samples, batch] log joint densities.

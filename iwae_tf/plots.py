@@ -30,6 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from iwae_tf import rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
 
 IMAGE_SHAPE = (28, 28)
@@ -122,8 +123,10 @@ def save_image_grid(images: np.ndarray, path: str, columns: int, title: str) -> 
     return _save(fig, path)
 
 
-def _decode_means(model: ImportanceWeightedAutoencoder, latents: Sequence[tf.Tensor]) -> np.ndarray:
-    logits, _ = model.decoder(list(latents))
+def _decode_means(
+    model: ImportanceWeightedAutoencoder, latents: Sequence[tf.Tensor], seed: tf.Tensor
+) -> np.ndarray:
+    logits, _ = model.decoder(list(latents), seed=seed)
     return tf.sigmoid(logits).numpy()
 
 
@@ -144,25 +147,26 @@ def prior_samples(
       [num_samples, pixels] intensities in [0, 1].
     """
     sizes = model.decoder.latent_sizes
-    seeds = tf.unstack(tf.random.experimental.stateless_split([seed, 0], len(sizes)))
+    *seeds, weight_seed = rng.split(rng.from_int(seed), len(sizes) + 1)
     latents = [tf.zeros([num_samples, size]) for size in sizes]
     latents[-1] = tf.random.stateless_normal([num_samples, sizes[-1]], seeds[-1])
     for layer in reversed(range(len(sizes) - 1)):
         # The decoder's p(h_l | h_{l+1}) depends only on h_{l+1}, already drawn; the zeros
         # standing in for the layers below do not affect it.
-        _, conditionals = model.decoder(latents)
+        _, conditionals = model.decoder(latents, seed=weight_seed)
         gaussian = conditionals[layer]
         noise = tf.random.stateless_normal(tf.shape(gaussian.mean), seeds[layer])
         latents[layer] = gaussian.mean + gaussian.std * noise
-    return _decode_means(model, latents)
+    return _decode_means(model, latents, weight_seed)
 
 
 def reconstructions(model: ImportanceWeightedAutoencoder, x: np.ndarray | tf.Tensor) -> np.ndarray:
     """Pixel means of p(x | h_1 = E_q[h_1 | x]) for a batch of binary images [batch, pixels]."""
     x = tf.convert_to_tensor(x, tf.float32)
-    posterior = model.encoder(x, num_samples=1, seed=tf.constant([0, 0], tf.int32))
+    seed = rng.from_int(0)
+    posterior = model.encoder(x, num_samples=1, seed=seed)
     latents = [tf.reshape(q.mean, [-1, q.mean.shape[-1]]) for _, q in posterior]
-    return _decode_means(model, latents)
+    return _decode_means(model, latents, seed)
 
 
 def latent_manifold(model: ImportanceWeightedAutoencoder, points_per_axis: int = 20) -> np.ndarray:
@@ -182,7 +186,7 @@ def latent_manifold(model: ImportanceWeightedAutoencoder, points_per_axis: int =
     normal = statistics.NormalDist()
     axis = [normal.inv_cdf(u) for u in np.linspace(0.05, 0.95, points_per_axis)]
     z = np.array([(z1, z2) for z2 in reversed(axis) for z1 in axis], np.float32)
-    return _decode_means(model, [tf.constant(z)])
+    return _decode_means(model, [tf.constant(z)], rng.from_int(0))
 
 
 def plot_prior_samples(

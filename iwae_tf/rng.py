@@ -1,15 +1,25 @@
-"""Fast N(0, 1) noise for the XLA-compiled train step: Philox-4x32-10 in plain TensorFlow ops.
+"""Seeds and stateless noise: the package's one seed vocabulary, and Philox-4x32-10 normals.
 
-XLA on CPU expands TensorFlow's random ops into slow code. Measured on the 2-core benchmark
-machine (BENCHMARKS.md), in CPU time per normal: `tf.random.normal` 31-37 ns and
-`tf.random.stateless_normal` 520-560 ns under XLA, against 12-15 ns for TensorFlow's own kernels
-without XLA. The counter-based generator TensorFlow itself uses, Philox-4x32-10 (Salmon, Moraes,
-Dror & Shaw, SC 2011), written with uint32/uint64 tensor ops, compiles under XLA into one fused
-loop; each 32-bit output becomes one normal through the inverse CDF, ndtri(u) with u on the grid
-(j + 1/2) / 2^23, j = 0 .. 2^23 - 1 (so |z| <= 5.3): 6-8 ns per normal under XLA. Without XLA
-the same ops take about 20 ns, so this is for XLA-compiled steps. The random words are
-identical with and without XLA (and equal TensorFlow's own Philox kernel's); the normals agree
-to float32 rounding, as XLA's inverse CDF may differ from TensorFlow's in the last place.
+**Seeds.** Every random draw in iwae_tf is a stateless function of an integer seed. A seed is
+an integer [2] tensor; `from_int(seed, stream)` makes one, `fold_in` derives a child seed for an
+index (a step, a batch, a chunk), and `split` derives several independent ones (one per layer,
+per network). Both derive children with the Philox function below, so a seed gives the same
+draws with and without XLA. Streams keep purposes apart, so that training noise never reuses
+the seeds of evaluation:
+
+    EVALUATION_STREAM  the test-NLL estimate, active units and scoring: batch b uses
+                       fold_in(from_int(seed), b)
+    TRAIN_STREAM       train step s uses fold_in(from_int(seed, TRAIN_STREAM), s), with s the
+                       optimizer's step counter, so a resumed run draws what it would have
+    VALIDATION_STREAM  validation step j of every evaluation pass in `fit`
+
+**Noise.** XLA on CPU expands TensorFlow's own random ops into slow code (BENCHMARKS.md has
+the measurements). The counter-based generator TensorFlow itself uses, Philox-4x32-10 (Salmon,
+Moraes, Dror & Shaw, SC 2011), written with uint32/uint64 tensor ops, compiles under XLA into
+one fused loop; each 32-bit output becomes one normal through the inverse CDF, ndtri(u) with u
+on the grid (j + 1/2) / 2^23, j = 0 .. 2^23 - 1 (so |z| <= 5.3). The random words are identical
+with and without XLA (and equal TensorFlow's own Philox kernel's); the normals agree to float32
+rounding, as XLA's inverse CDF may differ from TensorFlow's in the last place.
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ import tensorflow as tf
 
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox-4x32 multipliers.
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments.
-_INT32_MAX = 2**31 - 1
 
 
 def _mulhilo(a: tf.Tensor, multiplier: int) -> tuple[tf.Tensor, tf.Tensor]:
@@ -54,23 +63,92 @@ def philox4x32(
     return c0, c1, c2, c3
 
 
+def _low_high(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The (low, high) uint32 words of integer values, by bitcast: the same under XLA.
+
+    int32 values are sign-extended first, so an int32 seed and the int64 seed of equal value
+    have the same words.
+    """
+    words = tf.bitcast(tf.cast(values, tf.int64), tf.uint32)  # [..., 2], little-endian
+    return words[..., 0], words[..., 1]
+
+
+def _words(size: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """`size` uint32 Philox words keyed by the low 32 bits of the two seed entries."""
+    low, _ = _low_high(seed)
+    key = tf.unstack(low)
+    index = tf.bitcast(tf.range((size + 3) // 4, dtype=tf.int32), tf.uint32)
+    zeros = tf.zeros_like(index)
+    words = tf.reshape(tf.stack(philox4x32((index, zeros, zeros, zeros), key), axis=-1), [-1])
+    return words[:size]
+
+
 def stateless_normal(shape: tf.Tensor | list, seed: tf.Tensor) -> tf.Tensor:
     """float32 N(0, 1) draws, a deterministic function of `shape` and the int32 [2] `seed`."""
     shape = tf.convert_to_tensor(shape, tf.int32)
     size = tf.reduce_prod(shape)
-    key = tf.unstack(tf.bitcast(tf.cast(seed, tf.int32), tf.uint32))
-    index = tf.bitcast(tf.range((size + 3) // 4, dtype=tf.int32), tf.uint32)
-    zeros = tf.zeros_like(index)
-    words = tf.reshape(tf.stack(philox4x32((index, zeros, zeros, zeros), key), axis=-1), [-1])
     # The top 23 bits j give u = (j + 1/2) / 2^23, exact in float32 and symmetric about 1/2 in
     # [2^-24, 1 - 2^-24], so that the inverse normal CDF stays finite (|z| <= 5.3).
-    j = tf.cast(tf.bitwise.right_shift(words[:size], tf.constant(9, tf.uint32)), tf.float32)
+    j = tf.cast(tf.bitwise.right_shift(_words(size, seed), tf.constant(9, tf.uint32)), tf.float32)
     return tf.reshape(tf.math.ndtri((j + 0.5) * 2.0**-23), shape)
 
 
-def normal(shape: tf.Tensor | list, seed: tf.Tensor | None = None) -> tf.Tensor:
-    """N(0, 1) noise: stateless given an int32 [2] seed, else keyed by two draws from
-    TensorFlow's global random state (so `tf.random.set_seed` makes runs repeat)."""
+def normal(shape: tf.Tensor | list, seed: tf.Tensor) -> tf.Tensor:
+    """N(0, 1) float32 noise of `shape`, a deterministic function of the [2] `seed`.
+
+    A seed is required: a stateful fallback keyed by `tf.random.uniform` would ignore
+    `tf.random.set_seed` under XLA, and runs would silently share one noise stream.
+    """
     if seed is None:
-        seed = tf.random.uniform([2], maxval=_INT32_MAX, dtype=tf.int32)
+        raise ValueError("rng.normal needs a seed; derive one with rng.from_int / rng.fold_in.")
     return stateless_normal(shape, seed)
+
+
+def signs(shape: tf.Tensor | list, seed: tf.Tensor) -> tf.Tensor:
+    """float32 Rademacher (+1 / -1 with probability 1/2 each) draws of `shape`, from `seed`."""
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    size = tf.reduce_prod(shape)
+    top_bit = tf.bitwise.right_shift(_words(size, seed), tf.constant(31, tf.uint32))
+    return tf.reshape(1.0 - 2.0 * tf.cast(top_bit, tf.float32), shape)
+
+
+EVALUATION_STREAM = 0
+TRAIN_STREAM = 1
+VALIDATION_STREAM = 2
+
+
+def from_int(seed: int | tf.Tensor, stream: int = EVALUATION_STREAM) -> tf.Tensor:
+    """The int64 [2] stateless seed [seed, stream] of an integer seed."""
+    return tf.stack([tf.cast(seed, tf.int64), tf.constant(stream, tf.int64)])
+
+
+_FOLD_IN_TAG, _SPLIT_TAG = 0x0F01D1, 0x5B1173  # Keep fold_in's and split's counters apart.
+
+
+def _child_seeds(seed: tf.Tensor, c0: tf.Tensor, c1: tf.Tensor, tag: int) -> tf.Tensor:
+    """int64 [..., 2] seeds: two Philox words of counter (c0, c1, high words ^ tag) under the
+    key of `seed`'s low words. Our own Philox, so that the derivation is the same with and
+    without XLA (TensorFlow's stateless_fold_in / stateless_split do not promise that)."""
+    low, high = _low_high(seed)
+    key = (low[0], low[1])
+    c2 = tf.broadcast_to(high[0], tf.shape(c0))
+    c3 = tf.broadcast_to(high[1] ^ tf.constant(tag, tf.uint32), tf.shape(c0))
+    w0, w1, _, _ = philox4x32((c0, c1, c2, c3), key)
+    return tf.cast(tf.stack([w0, w1], axis=-1), tf.int64)
+
+
+def fold_in(seed: tf.Tensor, index: int | tf.Tensor) -> tf.Tensor:
+    """The child seed of `seed` for an integer `index` (of any integer dtype): int64 [2]."""
+    low, high = _low_high(tf.convert_to_tensor(index))
+    return _child_seeds(seed, low, high, _FOLD_IN_TAG)
+
+
+def split(seed: tf.Tensor, num: int) -> list[tf.Tensor]:
+    """`num` independent child seeds of `seed`, each int64 [2]."""
+    counters = tf.bitcast(tf.range(num, dtype=tf.int32), tf.uint32)
+    return tf.unstack(_child_seeds(seed, counters, tf.zeros_like(counters), _SPLIT_TAG), num)
+
+
+def step_seed(seed: int | tf.Tensor, stream: int, step: int | tf.Tensor) -> tf.Tensor:
+    """The seed of step `step` of `stream`: fold_in(from_int(seed, stream), step)."""
+    return fold_in(from_int(seed, stream), step)

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 from scipy import special, stats
 
-from iwae_tf import bounds, evaluation
+from iwae_tf import bounds, evaluation, rng
 from iwae_tf.model import VARIANTS, build_model
 
 PIXELS = 12
@@ -43,7 +43,7 @@ def tiny_model():
 
 def test_log_weights_shape_and_finiteness(tiny_model):
     model, x, _ = tiny_model
-    lw = model.log_weights(tf.tile(x, [3, 1]), 7)
+    lw = model.log_weights(tf.tile(x, [3, 1]), 7, rng.from_int(0))
     assert lw.shape == (7, 3)
     assert np.all(np.isfinite(lw.numpy()))
 
@@ -54,7 +54,7 @@ def test_bounds_increase_with_k_and_stay_below_quadrature_log_px(tiny_model):
     xs = tf.tile(x, [replicates, 1])
     means, stderrs = {}, {}
     for k in (1, 5, 50):
-        estimates = bounds.iwae_bound(model.log_weights(xs, k)).numpy()
+        estimates = bounds.iwae_bound(model.log_weights(xs, k, rng.from_int(k))).numpy()
         means[k], stderrs[k] = estimates.mean(), estimates.std() / np.sqrt(replicates)
     assert means[5] - means[1] > 6 * (stderrs[1] + stderrs[5]), means
     assert means[50] - means[5] > 6 * (stderrs[5] + stderrs[50]), means
@@ -148,8 +148,8 @@ def test_two_stochastic_layers_converge_to_quadrature_log_px():
 
     replicates = 4000
     xs_tf = tf.tile(x, [replicates, 1])
-    l1 = bounds.iwae_bound(model.log_weights(xs_tf, 1)).numpy()
-    l10 = bounds.iwae_bound(model.log_weights(xs_tf, 10)).numpy()
+    l1 = bounds.iwae_bound(model.log_weights(xs_tf, 1, rng.from_int(1))).numpy()
+    l10 = bounds.iwae_bound(model.log_weights(xs_tf, 10, rng.from_int(10))).numpy()
     assert l10.mean() - l1.mean() > 6 * (l1.std() + l10.std()) / np.sqrt(replicates)
     estimates = evaluation.estimate_log_likelihood(
         model, tf.data.Dataset.from_tensor_slices(tf.tile(x, [10, 1])).batch(10), 20_000

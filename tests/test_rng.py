@@ -80,10 +80,70 @@ def test_draws_are_standard_normal():
     assert distance < 1.95 / math.sqrt(n)
 
 
-def test_unseeded_draws_repeat_under_the_global_seed():
-    tf.random.set_seed(5)
-    first = rng.normal([10]).numpy()
-    second = rng.normal([10]).numpy()
-    tf.random.set_seed(5)
-    np.testing.assert_array_equal(rng.normal([10]).numpy(), first)
-    assert not np.array_equal(first, second)
+def test_draws_need_a_seed():
+    # A stateful fallback would ignore tf.random.set_seed under XLA (issue: every run shared
+    # one noise stream); there is none.
+    with pytest.raises(ValueError, match="seed"):
+        rng.normal([10], None)
+
+
+def test_seed_vocabulary():
+    base = rng.from_int(7)
+    np.testing.assert_array_equal(base.numpy(), [7, rng.EVALUATION_STREAM])
+    np.testing.assert_array_equal(rng.from_int(7, rng.TRAIN_STREAM).numpy(), [7, 1])
+    np.testing.assert_array_equal(
+        rng.step_seed(7, rng.TRAIN_STREAM, 5).numpy(), rng.fold_in(rng.from_int(7, 1), 5).numpy()
+    )
+    # fold_in: two Philox words of counter (index low, index high, seed highs ^ tag) under the
+    # key of the seed's low words, computed here from the tested Philox bijection.
+    seed = tf.constant([2**33 + 5, 9], tf.int64)  # a high word, to see it used
+    words = rng.philox4x32(_words(3, 0, 2, 0 ^ 0x0F01D1), _words(5, 9))
+    np.testing.assert_array_equal(rng.fold_in(seed, 3).numpy(), [int(words[0]), int(words[1])])
+    # The index's dtype does not matter (TensorFlow's own stateless_fold_in differs).
+    for index in (tf.constant(3, tf.int32), tf.constant(3, tf.int64), 3):
+        np.testing.assert_array_equal(rng.fold_in(seed, index), rng.fold_in(seed, 3))
+    # Distinct steps, streams and integer seeds give distinct keys for the noise.
+    keys = {
+        tuple(rng.step_seed(s, stream, step).numpy())
+        for s in (0, 1)
+        for stream in (rng.TRAIN_STREAM, rng.VALIDATION_STREAM)
+        for step in range(50)
+    }
+    assert len(keys) == 2 * 2 * 50
+    children = {tuple(c.numpy()) for c in rng.split(base, 8)}
+    assert len(children) == 8 and not children & {
+        tuple(rng.fold_in(base, i).numpy()) for i in range(8)
+    }
+
+
+def test_seed_derivation_is_the_same_under_xla():
+    """TensorFlow's stateless_fold_in / split may pick another algorithm under XLA; ours not."""
+
+    def derive(seed, step):
+        child = rng.fold_in(seed, step)
+        return tf.stack([child, *rng.split(child, 3)])
+
+    seed = rng.from_int(11, rng.TRAIN_STREAM)
+    step = tf.constant(123456789012, tf.int64)
+    eager = derive(seed, step).numpy()
+    compiled = tf.function(derive, jit_compile=True)(seed, step).numpy()
+    np.testing.assert_array_equal(eager, compiled)
+
+
+def test_signs_are_fair_and_seeded():
+    n = 200_000
+    s = rng.signs([n], tf.constant([1, 2], tf.int32)).numpy()
+    assert set(np.unique(s)) == {-1.0, 1.0}
+    assert abs(s.mean()) < 5 / math.sqrt(n)
+    # Adjacent draws are uncorrelated.
+    assert abs(np.mean(s[1:] * s[:-1])) < 5 / math.sqrt(n)
+    np.testing.assert_array_equal(rng.signs([n], tf.constant([1, 2], tf.int32)).numpy(), s)
+
+
+def test_different_seeds_differ_under_xla():
+    """The bug this guards: under XLA, draws keyed by tf.random.uniform ignored the seed."""
+    compiled = tf.function(lambda seed: rng.normal([64], seed), jit_compile=True)
+    first = compiled(rng.step_seed(1, rng.TRAIN_STREAM, 0)).numpy()
+    second = compiled(rng.step_seed(2, rng.TRAIN_STREAM, 0)).numpy()
+    assert np.mean(first == second) < 0.05
+    np.testing.assert_array_equal(compiled(rng.step_seed(1, rng.TRAIN_STREAM, 0)).numpy(), first)

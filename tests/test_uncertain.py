@@ -17,6 +17,7 @@ from scipy import special, stats
 
 from iwae_tf import bounds, evaluation
 from iwae_tf import layers as L
+from iwae_tf import rng as iwae_rng
 from iwae_tf.model import build_model
 
 PIXELS = 30
@@ -85,7 +86,7 @@ def test_iwaeu_bounds_increase_with_k_below_mixture_log_px(tractable):
     xs = tf.tile(x, [replicates, 1])
     means, stderrs = {}, {}
     for k in (1, 5, 50):
-        estimates = bounds.iwae_bound(model.log_weights(xs, k)).numpy()
+        estimates = bounds.iwae_bound(model.log_weights(xs, k, iwae_rng.from_int(k))).numpy()
         means[k], stderrs[k] = estimates.mean(), estimates.std() / np.sqrt(replicates)
     assert means[5] - means[1] > 6 * (stderrs[1] + stderrs[5]), means
     assert means[50] - means[5] > 6 * (stderrs[5] + stderrs[50]), means
@@ -100,6 +101,34 @@ def test_iwaeu_estimate_converges_to_mixture_log_px(tractable):
     assert abs(estimates.log_px.mean() - tractable["point_log_px"]) > 0.045
 
 
+def test_a_decoder_sharing_one_weight_draw_per_example_misses_the_mixture_log_px(tractable):
+    """Negative control for the test above: k samples sharing one decoder draw are caught.
+
+    A "reparameterization" decoder draws one theta per call; with one example per call, all K
+    samples of the example see the same theta, so the estimate tends to E_theta log p(x;
+    theta), which is below the mixture's log p(x) = log E_theta p(x; theta) by a Jensen gap.
+    For this model quadrature puts the gap at 0.18 nats, and log p(x; theta) spreads with sd
+    0.49 over theta; 400 examples (sd of the mean ~0.025) resolve it. The real, per-sample
+    decoder lands within 0.015 of log p(x) in the test above; the shared one is more than 0.1
+    (about 7 times that tolerance) below it.
+    """
+    from iwae_tf.model import ImportanceWeightedAutoencoder
+    from iwae_tf.networks import Decoder, Encoder, NetworkConfig
+
+    model, x, log_px = tractable["model"], tractable["x"], tractable["log_px"]
+    arch = dict(latent_sizes=(1,), hidden_sizes=((),))
+    shared = ImportanceWeightedAutoencoder(
+        Encoder(**arch, config=NetworkConfig("local_reparameterization")),
+        Decoder(PIXELS, **arch, config=NetworkConfig("reparameterization")),
+        num_importance_samples=1,
+    )
+    shared(x)
+    shared.set_weights(model.get_weights())
+    ds = tf.data.Dataset.from_tensor_slices(tf.tile(x, [400, 1])).batch(1)  # one call each
+    estimates = evaluation.estimate_log_likelihood(shared, ds, 2000, max_rows=50_000)
+    assert log_px - estimates.log_px.mean() > 0.1, (estimates.log_px.mean(), log_px)
+
+
 def test_importance_weight_uses_the_encoder_draw_that_made_the_sample(tractable):
     """E[w] = p(x) exactly (k = 1) only if q(z|x; phi) uses the draw phi that produced z."""
     model, x, log_px = tractable["model"], tractable["x"], tractable["log_px"]
@@ -108,15 +137,15 @@ def test_importance_weight_uses_the_encoder_draw_that_made_the_sample(tractable)
     try:
         n = 400_000
         xs = tf.tile(x, [n, 1])
-        ratios = np.exp(model.log_weights(xs, 1).numpy()[0] - log_px)
+        ratios = np.exp(model.log_weights(xs, 1, iwae_rng.from_int(0)).numpy()[0] - log_px)
         assert abs(ratios.mean() - 1.0) < 4 * ratios.std() / np.sqrt(n), ratios.mean()
 
         # The same estimator with log q from an independent encoder draw is biased: this is
         # the mistake the test guards against, and it must be detectable at this n.
-        ((sample, _),) = model.encoder(xs, 1)
-        ((_, other_q),) = model.encoder(xs, 1)
+        ((sample, _),) = model.encoder(xs, 1, iwae_rng.from_int(1))
+        ((_, other_q),) = model.encoder(xs, 1, iwae_rng.from_int(2))
         wrong_log_q = stats.norm.logpdf(sample.numpy(), other_q.mean.numpy(), other_q.std.numpy())
-        log_joint = model.decoder.log_prob(xs, [sample]).numpy()
+        log_joint = model.decoder.log_prob(xs, [sample], iwae_rng.from_int(3)).numpy()
         wrong_log_ratios = log_joint[0] - wrong_log_q[0, :, 0] - log_px
         wrong_log_mean = special.logsumexp(wrong_log_ratios) - np.log(n)
         assert abs(wrong_log_mean) > 0.5, wrong_log_mean
