@@ -6,7 +6,7 @@ needs neither this package nor tf_keras nor TFP) with these signatures, D = data
 d_l = size of stochastic layer l, L = number of stochastic layers:
 
     score (also serving_default)
-        inputs:  x [N, D] float32 in {0, 1}; k [] int32 >= 1; seed [] int64
+        inputs:  x [N, D] float32 in {0, 1}; k [] int64 >= 1; seed [] int64
         outputs: log_px [N] = log (1/k) sum_j w_j, the k-sample estimate of log p(x)
                  elbo   [N] = (1/k) sum_j log w_j
     encode
@@ -16,7 +16,7 @@ d_l = size of stochastic layer l, L = number of stochastic layers:
         inputs:  z [N, d_L] float32, the top stochastic layer
         outputs: probs [N, D], the Bernoulli means of p(x | z)
     sample
-        inputs:  n [] int32 >= 0; seed [] int64
+        inputs:  n [] int64 >= 0; seed [] int64
         outputs: images [n, D] float32 in {0, 1}; probs [n, D]; z [n, d_L]
 
 `score` is `iwae_tf.evaluation.score`: w_j = p(x, h_j) / q(h_j | x) with h_j ~ q(h | x), and,
@@ -32,8 +32,10 @@ How the signatures treat randomness and uncertain weights:
   (Philox), so the same inputs and seed give the same outputs in every process and on every
   load. Results depend on the whole input (block b of the batch, chunk c of the samples draw
   with fold_in(fold_in([seed, 0], b), c)), so score the same batches to reproduce a score.
-  Exception: flipout layers draw their random signs statefully and ignore the seed; exports of
-  flipout models are not seed-reproducible (metadata `seed_reproducible` is false).
+* Integer scalars (k, n, seed) are int64 in the signatures, what TF Serving clients send;
+  Python ints work too. The restored functions (`loaded.score`, `loaded.sample`) also take
+  int32 tensors, e.g. `loaded.score(x=x, k=tf.constant(100), seed=tf.constant(7))`, as long
+  as the integer arguments of one call share a dtype.
 * `sample` is ancestral sampling from the mixture model: h_L ~ N(0, I), h_l ~ p(h_l | h_{l+1}),
   x ~ Bernoulli(probs), with a seeded draw of the uncertain weights per image (local
   reparameterization) or per call (reparameterization).
@@ -67,7 +69,7 @@ eval_dataset`): row i becomes Bernoulli(intensity) with the stateless seed (bina
 **Metadata.** `metadata.json` in the SavedModel's assets holds what the caller passed (see
 `export_metadata` for what training passes) plus what is read off the model: `variant`,
 `objective`, `architecture` (data_size, latent_sizes, hidden_sizes), `layer_types` (encoder,
-decoder), `training_k`, `kl_weight`, `seed_reproducible`, `max_rows`, `signatures`,
+decoder), `training_k`, `kl_weight`, `max_rows`, `signatures`,
 `input_policy`, `versions` (iwae_tf, tensorflow, tf_keras, tensorflow_probability, numpy,
 python) and `format_version`.
 """
@@ -87,11 +89,11 @@ import numpy as np
 import tensorflow as tf
 
 from iwae_tf import data as data_lib
-from iwae_tf import evaluation
+from iwae_tf import evaluation, rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
 from iwae_tf.networks import Gaussian
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: int64 k and n in the signatures (1: int32).
 METADATA_FILE = "metadata.json"
 SIGNATURE_NAMES = ("score", "encode", "decode", "sample")
 
@@ -273,18 +275,11 @@ def _mean_gaussian(mlp: Any, h: tf.Tensor) -> Gaussian:
 # ---------------------------------------------------------------------------------- module
 
 
-def seed_pair(seed: tf.Tensor | int) -> tf.Tensor:
-    """The int64 [2] stateless seed [seed, 0] that the signatures derive from their `seed`.
-
-    `iwae_tf.evaluation.score(model, x, k, seed_pair(s), max_rows)` computes in memory what
-    the exported `score` signature returns for seed s (with the export's max_rows).
-    """
-    return tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+_INT32_MAX = 2**31 - 1
 
 
-def _child_seed(seed: tf.Tensor, index: int) -> tf.Tensor:
-    """An int32 [2] stateless seed derived from `seed` for purpose `index`."""
-    return tf.random.experimental.stateless_fold_in(seed, tf.constant(index, tf.int32))
+def _scalar(dtype: tf.DType, name: str) -> tf.TensorSpec:
+    return tf.TensorSpec([], dtype, name=name)
 
 
 class _ExportModule(tf.Module):
@@ -301,23 +296,24 @@ class _ExportModule(tf.Module):
         self.data_size = int(model.decoder.output_net.head.units)
         self.latent_sizes = tuple(int(s) for s in model.encoder.latent_sizes)
         x_spec = tf.TensorSpec([None, self.data_size], tf.float32, name="x")
-        seed_spec = tf.TensorSpec([], tf.int64, name="seed")
-        self.score = tf.function(
-            self._score, input_signature=[x_spec, tf.TensorSpec([], tf.int32, name="k"), seed_spec]
-        )
+        # `iwae_tf.evaluation.score(model, x, k, rng.from_int(s), max_rows)` computes in memory
+        # what the exported `score` returns for seed s (with the export's max_rows).
+        self.score = tf.function(self._score)
+        self.sample = tf.function(self._sample)
+        for dtype in (tf.int64, tf.int32):  # int64 first: the signatures' dtype.
+            self.score.get_concrete_function(x_spec, _scalar(dtype, "k"), _scalar(dtype, "seed"))
+            self.sample.get_concrete_function(_scalar(dtype, "n"), _scalar(dtype, "seed"))
         self.encode = tf.function(self._encode, input_signature=[x_spec])
         self.decode = tf.function(
             self._decode,
             input_signature=[tf.TensorSpec([None, self.latent_sizes[-1]], tf.float32, name="z")],
         )
-        self.sample = tf.function(
-            self._sample, input_signature=[tf.TensorSpec([], tf.int32, name="n"), seed_spec]
-        )
 
     def _score(self, x: tf.Tensor, k: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         x = _checked_x(x, self.data_size)
-        k = _checked_scalar(k, k >= 1, "k must be >= 1")
-        log_px, elbo = evaluation.score(self._model, x, k, seed_pair(seed), self.max_rows)
+        k = _checked_scalar(k, (k >= 1) & (k <= _INT32_MAX), "k must be in [1, 2^31 - 1]")
+        seed = rng.from_int(seed)
+        log_px, elbo = evaluation.score(self._model, x, tf.cast(k, tf.int32), seed, self.max_rows)
         return {"log_px": log_px, "elbo": elbo}
 
     def _encode(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -348,14 +344,15 @@ class _ExportModule(tf.Module):
         return {"probs": tf.sigmoid(_mean_outputs(decoder.output_net, h))}
 
     def _sample(self, n: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        n = _checked_scalar(n, n >= 0, "n must be >= 0")
+        n = tf.cast(
+            _checked_scalar(n, (n >= 0) & (n <= _INT32_MAX), "n must be in [0, 2^31 - 1]"), tf.int32
+        )
         decoder = self._model.decoder
-        # int32 child seeds: TFP's stateless sampling of uncertain weights wants int32.
-        seeds = [_child_seed(seed_pair(seed), i) for i in range(4)]
+        seeds = [rng.fold_in(rng.from_int(seed), i) for i in range(4)]
         top = tf.random.stateless_normal([n, self.latent_sizes[-1]], seeds[0])
         h = top
         for i in reversed(range(len(decoder.blocks))):
-            weight_seed, noise_seed = (_child_seed(seeds[1], 2 * i + j) for j in range(2))
+            weight_seed, noise_seed = (rng.fold_in(seeds[1], 2 * i + j) for j in range(2))
             gaussian = decoder.blocks[i](h, seed=weight_seed)
             h = gaussian.mean + gaussian.std * tf.random.stateless_normal(
                 tf.shape(gaussian.mean), noise_seed
@@ -365,7 +362,13 @@ class _ExportModule(tf.Module):
         return {"images": tf.cast(uniform < probs, tf.float32), "probs": probs, "z": top}
 
     def signatures(self) -> dict[str, Any]:
-        functions = {name: getattr(self, name).get_concrete_function() for name in SIGNATURE_NAMES}
+        functions = {
+            name: getattr(self, name).get_concrete_function() for name in ("encode", "decode")
+        }
+        x_spec = tf.TensorSpec([None, self.data_size], tf.float32, name="x")
+        seed = _scalar(tf.int64, "seed")
+        functions["score"] = self.score.get_concrete_function(x_spec, _scalar(tf.int64, "k"), seed)
+        functions["sample"] = self.sample.get_concrete_function(_scalar(tf.int64, "n"), seed)
         return {"serving_default": functions["score"], **functions}
 
 
@@ -409,7 +412,6 @@ def model_metadata(model: ImportanceWeightedAutoencoder, max_rows: int) -> dict[
         "layer_types": kinds,
         "training_k": int(model.num_importance_samples),
         "kl_weight": float(model.kl_weight),
-        "seed_reproducible": "flipout" not in kinds.values(),
         "max_rows": int(max_rows),
         "signatures": _signature_docs(int(decoder.output_net.head.units), latent_sizes),
         "input_policy": INPUT_POLICY,
@@ -428,7 +430,7 @@ def _signature_docs(width: int, latent_sizes: list[int]) -> dict[str, Any]:
         "score": {
             "inputs": {
                 "x": f"float32 [N, {width}] in {{0, 1}}",
-                "k": "int32 []",
+                "k": "int64 []",
                 "seed": "int64 []",
             },
             "outputs": {"log_px": "float32 [N]", "elbo": "float32 [N]"},
@@ -439,7 +441,7 @@ def _signature_docs(width: int, latent_sizes: list[int]) -> dict[str, Any]:
             "outputs": {"probs": f"float32 [N, {width}]"},
         },
         "sample": {
-            "inputs": {"n": "int32 []", "seed": "int64 []"},
+            "inputs": {"n": "int64 []", "seed": "int64 []"},
             "outputs": {
                 "images": f"float32 [n, {width}]",
                 "probs": f"float32 [n, {width}]",
@@ -602,10 +604,15 @@ class ExportedModel:
             raise ValueError(f"k must be >= 1; got {k}")
         out = self._signatures["score"](
             x=self._images(x, binarize, binarize_seed),
-            k=tf.constant(int(k), tf.int32),
-            seed=tf.constant(int(seed), tf.int64),
+            k=self._scalar("score", "k", k),
+            seed=self._scalar("score", "seed", seed),
         )
         return {name: value.numpy() for name, value in out.items()}
+
+    def _scalar(self, signature: str, name: str, value: int) -> tf.Tensor:
+        # Exports before format 2 took int32 k and n; use whatever the signature declares.
+        spec = self._signatures[signature].structured_input_signature[1][name]
+        return tf.constant(int(value), spec.dtype)
 
     def encode(self, x: Any) -> dict[str, np.ndarray]:
         """Posterior means and stds h<l>_mean, h<l>_std [N, d_l] of binary x [N, D]."""
@@ -624,7 +631,7 @@ class ExportedModel:
         if int(n) < 0:
             raise ValueError(f"n must be >= 0; got {n}")
         out = self._signatures["sample"](
-            n=tf.constant(int(n), tf.int32), seed=tf.constant(int(seed), tf.int64)
+            n=self._scalar("sample", "n", n), seed=self._scalar("sample", "seed", seed)
         )
         return {name: value.numpy() for name, value in out.items()}
 

@@ -64,7 +64,7 @@ MSG_BINARY = "x is not binary"
 # Dataset name -> (tfds builder, image feature, divisor to [0, 1]); mirrors the decoders of
 # iwae_tf.data.pipeline (tests/test_export.py checks that the two agree).
 TFDS_SOURCES = {
-    "mnist": ("mnist_offline", "image", 256.0),
+    "mnist": ("mnist_offline", "image", 255.0),
     "binarized_mnist": ("binarized_mnist", "image", 1.0),
     "omniglot": ("omniglot_iwae", "image", 1.0),
 }
@@ -172,8 +172,10 @@ def load_input(width: int, metadata: dict) -> np.ndarray:
 
 def score(signature: tf.types.experimental.ConcreteFunction, x: np.ndarray) -> np.ndarray:
     """[N, 2] (log_px, elbo), the model called on batches of --batch_size examples."""
-    k = tf.constant(flags.FLAGS.k, tf.int32)
-    seed = tf.constant(flags.FLAGS.seed, tf.int64)
+    # Exports before 0.2 took an int32 k; read each scalar's dtype off the signature.
+    specs = signature.structured_input_signature[1]
+    k = tf.constant(flags.FLAGS.k, specs["k"].dtype)
+    seed = tf.constant(flags.FLAGS.seed, specs["seed"].dtype)
     rows = []
     for start in range(0, len(x), flags.FLAGS.batch_size):
         out = signature(x=tf.constant(x[start : start + flags.FLAGS.batch_size]), k=k, seed=seed)

@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 from scipy import special
 
-from iwae_tf import data, evaluation, export, load_exported, networks
+from iwae_tf import data, evaluation, export, load_exported, networks, rng
 from iwae_tf.data import pipeline
 from iwae_tf.model import VARIANTS, build_model
 
@@ -59,8 +59,7 @@ def run_score(*args, timeout=600):
     )
 
 
-def fold_in(seed, index):
-    return tf.random.experimental.stateless_fold_in(seed, tf.constant(index, tf.int32))
+fold_in = rng.fold_in  # The documented derivation; its own tests are in test_rng.py.
 
 
 def binary_images(n, seed=0, p=0.3):
@@ -112,7 +111,7 @@ def exports(tmp_path_factory):
 
 def manual_score(model, x, k, seed, block, chunk):
     """log_px and elbo from log-weights drawn block by block, chunk by chunk, in numpy."""
-    pair = export.seed_pair(seed)
+    pair = rng.from_int(seed)
     log_px, elbo = [], []
     for b, start in enumerate(range(0, len(x), block)):
         rows = tf.constant(x[start : start + block])
@@ -141,7 +140,7 @@ def test_saved_score_equals_in_memory_score_with_the_same_seed(exports, name):
         np.testing.assert_allclose(saved["log_px"], log_px, rtol=1e-5)
         np.testing.assert_allclose(saved["elbo"], elbo, rtol=1e-5)
         # And the library function the signature wraps, run eagerly.
-        in_memory = evaluation.score(model, x, k, export.seed_pair(42), MAX_ROWS)
+        in_memory = evaluation.score(model, x, k, rng.from_int(42), MAX_ROWS)
         np.testing.assert_allclose(saved["log_px"], in_memory[0].numpy(), rtol=1e-5)
     again = exported.score(x, k=5, seed=42)
     np.testing.assert_array_equal(again["log_px"], exported.score(x, k=5, seed=42)["log_px"])
@@ -152,16 +151,37 @@ def test_serving_default_is_score(exports):
     _, exported = exports("iwae")
     signatures = exported._saved_model.signatures
     x = tf.constant(binary_images(3))
-    args = dict(x=x, k=tf.constant(4), seed=tf.constant(7, tf.int64))
+    args = dict(x=x, k=tf.constant(4, tf.int64), seed=tf.constant(7, tf.int64))
     default, score = signatures["serving_default"](**args), signatures["score"](**args)
     np.testing.assert_array_equal(default["log_px"].numpy(), score["log_px"].numpy())
+
+
+def test_the_calls_users_write_first_take_int32_int64_and_python_ints(exports):
+    """k, n and seed: int64 in the signatures (TF Serving), Python ints there too, and int32
+    tensors such as tf.constant(7) through the restored functions."""
+    _, exported = exports("iwae")
+    loaded = exported._saved_model
+    x = tf.constant(binary_images(3))
+    want = loaded.signatures["score"](
+        x=x, k=tf.constant(4, tf.int64), seed=tf.constant(7, tf.int64)
+    )["log_px"].numpy()
+    calls = [
+        loaded.signatures["score"](x=x, k=4, seed=7),
+        loaded.score(x=x, k=tf.constant(4), seed=tf.constant(7)),
+        loaded.score(x, tf.constant(4, tf.int64), tf.constant(7, tf.int64)),
+        loaded.score(x=x, k=4, seed=7),
+    ]
+    for out in calls:  # The same graph on the same inputs.
+        np.testing.assert_array_equal(out["log_px"].numpy(), want)
+    images = loaded.sample(n=tf.constant(5), seed=tf.constant(1))["images"].numpy()
+    np.testing.assert_array_equal(images, loaded.signatures["sample"](n=5, seed=1)["images"])
 
 
 def test_encode_gives_posterior_mean_and_std(exports):
     model, exported = exports("iwae")
     x = binary_images(6, seed=2)
     encoded = exported.encode(x)
-    ((_, gaussian),) = model.encoder(tf.constant(x), num_samples=1)
+    ((_, gaussian),) = model.encoder(tf.constant(x), num_samples=1, seed=rng.from_int(0))
     np.testing.assert_allclose(encoded["h1_mean"], gaussian.mean.numpy()[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(encoded["h1_std"], gaussian.std.numpy()[0], rtol=1e-5)
 
@@ -207,20 +227,22 @@ def test_sample_is_seeded_binary_and_consistent_with_decode(exports):
     assert set(np.unique(first["images"])) <= {0.0, 1.0}
     # A deterministic one-layer decoder: sample's probs are decode(z), and images ~ probs.
     np.testing.assert_allclose(first["probs"], exported.decode(first["z"]), rtol=1e-5)
-    logits, _ = model.decoder([tf.constant(first["z"])])
+    logits, _ = model.decoder([tf.constant(first["z"])], seed=rng.from_int(0))
     np.testing.assert_allclose(first["probs"], tf.sigmoid(logits).numpy(), rtol=1e-5)
     assert abs(first["images"].mean() - first["probs"].mean()) < 0.01
     assert exported.sample(0, 0)["images"].shape == (0, PIXELS)
 
 
-def test_flipout_exports_score_but_are_marked_not_seed_reproducible(tmp_path):
+def test_flipout_exports_score_seed_reproducibly(tmp_path):
     model = make_model("iwaeu", (4,), ((16,),), kind="flipout")
     path = export.export_saved_model(model, str(tmp_path / "flipout"), {})
     exported = load_exported(path)
-    assert exported.metadata["seed_reproducible"] is False
     assert exported.metadata["layer_types"] == {"encoder": "flipout", "decoder": "flipout"}
-    scores = exported.score(binary_images(4), k=20, seed=0)
+    x = binary_images(4)
+    scores = exported.score(x, k=20, seed=0)
     assert np.all(np.isfinite(scores["log_px"])) and np.all(scores["log_px"] >= scores["elbo"])
+    np.testing.assert_array_equal(exported.score(x, k=20, seed=0)["log_px"], scores["log_px"])
+    assert not np.allclose(exported.score(x, k=20, seed=1)["log_px"], scores["log_px"])
 
 
 # ------------------------------------------------------------------ files and metadata
@@ -241,7 +263,6 @@ def test_metadata_and_export_dir_handling(exports, tmp_path):
         "decoder": "local_reparameterization",
     }
     assert meta["training_k"] == 3 and meta["max_rows"] == MAX_ROWS
-    assert meta["seed_reproducible"] is True
     assert meta["versions"]["tensorflow"] == tf.__version__
     assert set(meta["versions"]) >= {"iwae_tf", "tf_keras", "tensorflow_probability"}
     path = str(tmp_path / "out")
@@ -307,7 +328,7 @@ def test_saved_model_cli_lists_the_signatures_with_their_shapes(exports):
 
     expected = {
         "score": (
-            {"x": ("DT_FLOAT", "(-1, 784)"), "k": ("DT_INT32", "()"), "seed": ("DT_INT64", "()")},
+            {"x": ("DT_FLOAT", "(-1, 784)"), "k": ("DT_INT64", "()"), "seed": ("DT_INT64", "()")},
             {"log_px": ("DT_FLOAT", "(-1)"), "elbo": ("DT_FLOAT", "(-1)")},
         ),
         "encode": (
@@ -321,7 +342,7 @@ def test_saved_model_cli_lists_the_signatures_with_their_shapes(exports):
         ),
         "decode": ({"z": ("DT_FLOAT", "(-1, 3)")}, {"probs": ("DT_FLOAT", "(-1, 784)")}),
         "sample": (
-            {"n": ("DT_INT32", "()"), "seed": ("DT_INT64", "()")},
+            {"n": ("DT_INT64", "()"), "seed": ("DT_INT64", "()")},
             {
                 "images": ("DT_FLOAT", "(-1, 784)"),
                 "probs": ("DT_FLOAT", "(-1, 784)"),
@@ -358,7 +379,7 @@ def test_signature_rejects_bad_input_in_the_graph(exports, case):
     x, message = BAD_INPUTS[case]
     score = exported._saved_model.signatures["score"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="assertion failed: \\[" + message):
-        score(x=tf.constant(x), k=tf.constant(3), seed=tf.constant(0, tf.int64))
+        score(x=tf.constant(x), k=tf.constant(3, tf.int64), seed=tf.constant(0, tf.int64))
     if case in ("rank 1", "rank 3", "width", "nan", "grey"):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             exported._saved_model.signatures["encode"](x=tf.constant(x))
@@ -370,11 +391,14 @@ def test_signature_rejects_other_bad_arguments(exports):
     seed = tf.constant(0, tf.int64)
     # dtype: TensorFlow checks the signature's input types before the graph runs.
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a float tensor"):
-        signatures["score"](x=tf.constant(GOOD.astype(np.int64)), k=tf.constant(3), seed=seed)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="k must be >= 1"):
-        signatures["score"](x=tf.constant(GOOD), k=tf.constant(0), seed=seed)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="n must be >= 0"):
-        signatures["sample"](n=tf.constant(-1), seed=seed)
+        signatures["score"](
+            x=tf.constant(GOOD.astype(np.int64)), k=tf.constant(3, tf.int64), seed=seed
+        )
+    for k in (0, 2**31):  # An int32 cast inside would wrap 2^31 to a negative count.
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"k must be in \[1, 2\^31 - 1\]"):
+            signatures["score"](x=tf.constant(GOOD), k=k, seed=seed)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"n must be in \[0, 2\^31 - 1\]"):
+        signatures["sample"](n=-1, seed=seed)
     with pytest.raises(tf.errors.InvalidArgumentError, match="z contains NaN or inf"):
         signatures["decode"](z=tf.constant(np.full((2, 4), np.nan, np.float32)))
 
@@ -539,6 +563,13 @@ def test_score_script_tfds_table_mirrors_the_data_pipeline():
     table = re.search(r"TFDS_SOURCES = \{(.*?)\n\}", source, re.S).group(1)
     builders = dict(re.findall(r'"(\w+)": \("(\w+)"', table))
     assert builders == {name: pipeline._SOURCES[name].builder for name in data.DATASETS}
+    # And the same scaling: MNIST's stored bytes decode to byte/255 in both.
+    divisors = {n: float(d) for n, d in re.findall(r'"(\w+)": \("\w+", "\w+", ([\d.]+)\)', table)}
+    levels = tf.constant(np.arange(784) % 256, tf.uint8)
+    np.testing.assert_array_equal(
+        pipeline._SOURCES["mnist"].decode(levels).numpy(),
+        (levels.numpy() / np.float32(divisors["mnist"])).astype(np.float32),
+    )
 
 
 def shipped_models():
