@@ -297,7 +297,7 @@ def estimate_log_likelihood(
       max_rows: Bound on decoder rows evaluated at once (block size * chunk size); this, not
         K or the batch size, sets the memory used.
       seed: Integer seed: batch i draws with rng.fold_in(rng.from_int(seed), i), so results are
-        reproducible for the same batching. None: TensorFlow's global random state.
+        reproducible for the same batching.
       group_size: If set (e.g. the training k), also estimate L_k at k = group_size from
         the same samples (see the module docstring).
 

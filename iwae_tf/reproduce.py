@@ -39,7 +39,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import tf_keras as keras
 from absl import logging
 
 from iwae_tf import data, evaluation, presets, schedules, train
@@ -265,15 +264,15 @@ def analyse_run(
 
     start = time.perf_counter()
     config, model = train.load_run(run_dir)
-    # The estimates sample from the global random state: seed it so reruns agree.
-    keras.utils.set_random_seed(config.seed)
     result = dict(cached, eval_k=eval_k, train_eval_split=train_eval_split)
     result.setdefault("active_units", None)
     if need_nll:
         train_ds = data.eval_dataset(
             config.dataset, train_eval_split, config.eval_batch_size, data_dir=config.data_dir
         )
-        estimates = evaluation.estimate_log_likelihood(model, train_ds, num_samples=eval_k)
+        estimates = evaluation.estimate_log_likelihood(
+            model, train_ds, num_samples=eval_k, seed=config.seed
+        )
         result.update(train_nll=estimates.nll, train_nll_stderr=estimates.nll_stderr)
     test_ds = data.eval_dataset(
         config.dataset, config.test_split, config.eval_batch_size, data_dir=config.data_dir

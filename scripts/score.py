@@ -217,7 +217,7 @@ def main(argv: list[str]) -> None:
             writer.writerow([i, repr(float(log_px)), repr(float(elbo))])
     log_px = scores[:, 0].astype(np.float64)
     stderr = log_px.std(ddof=1) / math.sqrt(len(log_px)) if len(log_px) > 1 else float("nan")
-    if metadata.get("seed_reproducible") is False:
+    if metadata.get("seed_reproducible") is False:  # Format-1 exports of flipout models.
         print("warning: this model uses flipout layers; its scores are not seed-reproducible.")
     print(
         f"mean log p(x) = {log_px.mean():.4f} nats (NLL {-log_px.mean():.4f} +- {stderr:.4f}) "

@@ -114,7 +114,7 @@ def test_model_calls_never_exceed_max_rows(model, x, monkeypatch):
         return original(x, num_samples, seed)
 
     monkeypatch.setattr(model, "log_weights", spy)
-    evaluation.log_weight_statistics(model, tf.tile(x, [6, 1]), 1000, max_rows=2500)
+    evaluation.log_weight_statistics(model, tf.tile(x, [6, 1]), 1000, rng.from_int(0), 2500)
     assert max(rows) <= 2500
     assert sum(rows) == 1000 * 7 * 6
 
