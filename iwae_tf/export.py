@@ -95,7 +95,6 @@ from iwae_tf.networks import Gaussian
 
 FORMAT_VERSION = 2  # 2: int64 k and n in the signatures (1: int32).
 METADATA_FILE = "metadata.json"
-SIGNATURE_NAMES = ("score", "encode", "decode", "sample")
 
 MSG_RANK = "x must have rank 2, [N, {width}]"
 MSG_WIDTH = "x must have {width} columns (flattened images)"
