@@ -174,6 +174,12 @@ def check_workdir(workdir: str, config: TrainConfig | None = None) -> None:
         raise PermissionError(f"output dir {workdir} is not writable")
 
 
+def steps_per_epoch(config: TrainConfig, num_train_examples: int) -> int:
+    """Steps of one epoch: the cap if set, else one pass, N // batch_size (the last partial
+    batch of a pass is dropped). The schedule and the input stream both count in these."""
+    return config.steps_per_epoch or num_train_examples // config.batch_size
+
+
 def make_model(config: TrainConfig, num_train_examples: int) -> ImportanceWeightedAutoencoder:
     """Builds and compiles the model of `config`, its output bias set from the training data.
 
@@ -199,9 +205,11 @@ def make_model(config: TrainConfig, num_train_examples: int) -> ImportanceWeight
     if jit_compile is None:
         # XLA on CPU cannot compile the cross-replica collectives of tf.distribute.
         jit_compile = not tf.distribute.has_strategy()
-    steps_per_epoch = config.steps_per_epoch or num_train_examples // config.batch_size
     learning_rate = schedules.make_learning_rate(
-        config.schedule, config.learning_rate, steps_per_epoch, config.stages
+        config.schedule,
+        config.learning_rate,
+        steps_per_epoch(config, num_train_examples),
+        config.stages,
     )
     model.compile(
         optimizer=schedules.make_optimizer(learning_rate),
@@ -279,7 +287,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     history = model.fit(
         train_ds,
         epochs=epochs,
-        steps_per_epoch=config.steps_per_epoch or num_train // config.batch_size,
+        steps_per_epoch=steps_per_epoch(config, num_train),
         validation_data=test_ds,
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
