@@ -25,7 +25,7 @@ setup(
         # Reads Omniglot's chardata.mat (MATLAB format).
         "scipy",
     ],
-    package_data={"iwae_tf": ["*.json"]},
+    package_data={"iwae_tf.experiments": ["*.json"]},
     extras_require={
         "test": ["pytest>=8", "ruff==0.17.6", "matplotlib"],
         "plots": ["matplotlib"],

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from iwae_tf import benchmarking  # noqa: E402
+from iwae_tf.experiments import benchmarking  # noqa: E402
 from iwae_tf.model import VARIANTS  # noqa: E402
 
 _DEFAULTS = benchmarking.BenchmarkConfig()

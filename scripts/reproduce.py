@@ -10,7 +10,7 @@ Examples:
 
 Trains every preset of the grid (skipping runs already finished in --output_dir, so an
 interrupted grid resumes), estimates train and test NLL with --eval_k importance samples and
-writes results.csv, results.md and plots/ to --output_dir. See iwae_tf/reproduce.py.
+writes results.csv, results.md and plots/ to --output_dir. See iwae_tf/experiments/reproduce.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging  # noqa: E402
 
-from iwae_tf import data, presets, reproduce  # noqa: E402
+from iwae_tf import data  # noqa: E402
+from iwae_tf.experiments import presets, reproduce  # noqa: E402
 
 flags.DEFINE_string("grid", None, "Named grid of presets (see --list).")
 flags.DEFINE_list("presets", None, "Comma-separated preset names, instead of --grid.")

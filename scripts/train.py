@@ -17,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging  # noqa: E402
 
-from iwae_tf import data, layers, model, presets, schedules  # noqa: E402
+from iwae_tf import data, layers, model, schedules  # noqa: E402
+from iwae_tf.experiments import presets  # noqa: E402
 from iwae_tf.train import STRATEGIES, TrainConfig, train_and_evaluate  # noqa: E402
 
 _DEFAULTS = TrainConfig()
@@ -25,7 +26,7 @@ _DEFAULTS = TrainConfig()
 flags.DEFINE_string(
     "preset",
     None,
-    "A named published configuration (see iwae_tf.presets); flags given "
+    "A named published configuration (see iwae_tf.experiments.presets); flags given "
     "explicitly on the command line override its settings.",
 )
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, sorted(data.DATASETS), "Dataset to train on.")

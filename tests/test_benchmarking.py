@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from iwae_tf import benchmarking as B
 from iwae_tf import bounds, rng
+from iwae_tf.experiments import benchmarking as B
 from iwae_tf.model import VARIANTS, build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""Tests of iwae_tf.data: the MNIST builders, the binarizing tf.data pipelines, the network probe.
+"""Tests of iwae_tf.data: the MNIST builders, the binarizing tf.data pipelines, the host probe.
 
 Omniglot has its own module, tests/test_data_omniglot.py.
 """
@@ -23,8 +23,8 @@ from iwae_tf.data import (
     load_images,
     mean_image,
     mnist_pickle_path,
-    network,
     num_examples,
+    reachability,
     train_dataset,
 )
 from iwae_tf.data.mnist import PICKLE_ENV_VAR
@@ -307,7 +307,7 @@ def _offline(monkeypatch) -> list[str]:
     """Makes the network probe report "offline"; returns the URLs it was asked about."""
     probed = []
     monkeypatch.setattr(
-        network, "unreachable_reason", lambda url: probed.append(url) or "no network (test)"
+        reachability, "unreachable_reason", lambda url: probed.append(url) or "no network (test)"
     )
     return probed
 
@@ -339,7 +339,7 @@ def test_binarized_mnist_offline_raises_one_clear_error_fast(tmp_path, monkeypat
 
 
 def test_binarized_mnist_failed_download_raises_data_unavailable(tmp_path, monkeypatch):
-    monkeypatch.setattr(network, "unreachable_reason", lambda url: None)  # "Online".
+    monkeypatch.setattr(reachability, "unreachable_reason", lambda url: None)  # "Online".
 
     def fail(self, url_or_urls):
         raise tfds.download.DownloadError("Failed to get url. HTTP code: 503.")
@@ -350,7 +350,7 @@ def test_binarized_mnist_failed_download_raises_data_unavailable(tmp_path, monke
 
 
 def test_binarized_mnist_reads_manual_files_without_probing(tmp_path, monkeypatch):
-    monkeypatch.setattr(network, "unreachable_reason", _fail_if_called)
+    monkeypatch.setattr(reachability, "unreachable_reason", _fail_if_called)
     manual = tmp_path / "tfds" / "downloads" / "manual"
     manual.mkdir(parents=True)
     for name in binarized_mnist.SOURCE_FILES:
@@ -371,7 +371,7 @@ def _binary_images(n: int) -> np.ndarray:
 
 
 def test_binarized_mnist_decodes_to_fixed_binary_pixels(monkeypatch):
-    monkeypatch.setattr(network, "unreachable_reason", lambda url: None)
+    monkeypatch.setattr(reachability, "unreachable_reason", lambda url: None)
     images = _binary_images(6)
     flat = images.reshape(6, 784).astype(np.float32)  # Row-major, like the other datasets.
 
@@ -396,7 +396,7 @@ def test_binarized_mnist_decodes_to_fixed_binary_pixels(monkeypatch):
 
 
 def test_binarized_mnist_rejects_grey_levels(monkeypatch):
-    monkeypatch.setattr(network, "unreachable_reason", lambda url: None)
+    monkeypatch.setattr(reachability, "unreachable_reason", lambda url: None)
     # Mocked images are random uint8 in 0..254 by default: not Larochelle's {0, 1} data.
     with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
         with pytest.raises(tf.errors.InvalidArgumentError, match="must be 0 or 1"):
@@ -409,13 +409,13 @@ def test_binarized_mnist_rejects_grey_levels(monkeypatch):
 def test_unreachable_reason_fails_fast_offline_and_passes_online():
     start = time.monotonic()
     # .invalid never resolves (RFC 6761), with or without a network.
-    reason = network.unreachable_reason("https://iwae-tf.invalid/chardata.mat", timeout=2)
+    reason = reachability.unreachable_reason("https://iwae-tf.invalid/chardata.mat", timeout=2)
     assert reason is not None
     assert reason.startswith(("cannot resolve iwae-tf.invalid", "resolving iwae-tf.invalid"))
     assert time.monotonic() - start < 5
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        assert network.unreachable_reason(f"http://127.0.0.1:{port}/x", timeout=2) is None
+        assert reachability.unreachable_reason(f"http://127.0.0.1:{port}/x", timeout=2) is None
     # The server is closed: nothing listens on that port any more.
-    closed = network.unreachable_reason(f"http://127.0.0.1:{port}/x", timeout=2)
+    closed = reachability.unreachable_reason(f"http://127.0.0.1:{port}/x", timeout=2)
     assert closed is not None and closed.startswith(f"cannot connect to 127.0.0.1:{port}")

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from iwae_tf import presets
-from iwae_tf.presets import GRIDS, PRESETS, apply_preset, published, published_nll
+from iwae_tf.experiments import presets
+from iwae_tf.experiments.presets import GRIDS, PRESETS, apply_preset, published, published_nll
 from iwae_tf.train import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

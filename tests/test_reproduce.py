@@ -1,4 +1,4 @@
-"""Tests of the reproduction grid (iwae_tf.reproduce, scripts/reproduce.py) and its plots."""
+"""Tests of the reproduction grid (experiments.reproduce, scripts/reproduce.py) and its plots."""
 
 import csv
 import json
@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from iwae_tf import model as model_lib
-from iwae_tf import presets, reproduce, rng
-from iwae_tf.reproduce import Budget
+from iwae_tf import rng
+from iwae_tf.experiments import presets, reproduce
+from iwae_tf.experiments.reproduce import Budget
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -22,9 +23,9 @@ SEED = rng.from_int(0)  # Deterministic decoders here: the seed reaches no draw.
 
 @pytest.fixture(name="plots")
 def plots_module():
-    """iwae_tf.plots; its tests are skipped where matplotlib (the "plots" extra) is missing."""
+    """experiments.plots; its tests are skipped without matplotlib (the "plots" extra)."""
     pytest.importorskip("matplotlib")
-    from iwae_tf import plots
+    from iwae_tf.experiments import plots
 
     return plots
 

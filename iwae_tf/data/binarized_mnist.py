@@ -32,7 +32,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from iwae_tf.data import network
+from iwae_tf.data import reachability
 from iwae_tf.data.errors import DataUnavailableError
 
 BUILDER_NAME = "binarized_mnist"
@@ -94,7 +94,7 @@ def prepare(builder: tfds.core.DatasetBuilder) -> None:
         return
     manual_dir = _manual_dir(builder)
     if not all((manual_dir / name).is_file() for name in SOURCE_FILES):
-        reason = network.unreachable_reason(SOURCE_URL)
+        reason = reachability.unreachable_reason(SOURCE_URL)
         if reason is not None:
             raise DataUnavailableError(_unavailable_message(builder, f"no network: {reason}"))
     try:

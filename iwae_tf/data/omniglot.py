@@ -38,7 +38,7 @@ import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
 
-from iwae_tf.data import network
+from iwae_tf.data import reachability
 from iwae_tf.data.errors import DataUnavailableError
 
 MAT_ENV_VAR = "IWAE_TF_OMNIGLOT_MAT"
@@ -189,7 +189,7 @@ def find_chardata(manual_dir: Path, download: Callable[[str], os.PathLike] | Non
     if download is None:
         reason = "downloads disabled"
     else:
-        reason = network.unreachable_reason(CHARDATA_URL)
+        reason = reachability.unreachable_reason(CHARDATA_URL)
         if reason is None:
             try:
                 return Path(download(CHARDATA_URL))

@@ -1,6 +1,6 @@
 """Runs a grid of presets under a stated budget and tabulates it against the published figures.
 
-`run_grid(presets, output_dir, budget)` trains each preset (`iwae_tf.presets`) with
+`run_grid(presets, output_dir, budget)` trains each preset (`iwae_tf.experiments.presets`) with
 `iwae_tf.train.train_and_evaluate`, which also estimates the test NLL
 
     -log p(x) ~= -log (1/K) sum_{j=1..K} p(x, h_j) / q(h_j | x),   K = eval_k (5000 in the papers),
@@ -41,7 +41,8 @@ from typing import Any
 
 from absl import logging
 
-from iwae_tf import data, evaluation, presets, schedules, train
+from iwae_tf import data, evaluation, schedules, train
+from iwae_tf.experiments import presets
 
 RUNS_DIR = "runs"
 PLOTS_DIR = "plots"
@@ -286,7 +287,7 @@ def analyse_run(
     _write_json(path, result)
 
     if missing_plots:
-        from iwae_tf import plots  # matplotlib is only needed when plotting.
+        from iwae_tf.experiments import plots  # matplotlib is only needed when plotting.
 
         if "prior_samples" in missing_plots:
             plots.plot_prior_samples(model, missing_plots["prior_samples"], seed=config.seed)
@@ -435,9 +436,9 @@ def _header(budget: Budget, eval_k: int, train_eval_split: str, names: Sequence[
             f"{len(names)} runs, {date}. Budget: {budget_text}.",
             f"NLL in nats, estimated with K = {eval_k} importance samples (the papers use "
             f"5000); train NLL on `{train_eval_split}`, binarized once like the test set. "
-            "Published figures come from `iwae_tf/paper_results.json`; ours − published > 0 "
-            "means ours is worse. Active units: Cov_x(E_q[h|x]) > 1e-2 on the test split, per "
-            "stochastic layer.",
+            "Published figures come from `iwae_tf/experiments/paper_results.json`; "
+            "ours − published > 0 means ours is worse. Active units: Cov_x(E_q[h|x]) > 1e-2 "
+            "on the test split, per stochastic layer.",
         ]
     )
 
@@ -478,7 +479,7 @@ def run_grid(
     if len(set(preset_names)) != len(preset_names):
         raise ValueError(f"presets listed twice: {list(preset_names)}")
     if make_plots:
-        from iwae_tf import plots  # noqa: F401  (fails now rather than after training)
+        from iwae_tf.experiments import plots  # noqa: F401  (fails now rather than after training)
     if active_units_fn is None:
         active_units_fn = default_active_units_fn()
         if active_units_fn is None:
@@ -519,7 +520,7 @@ def run_grid(
 
     plot_files: list[str] = []
     if make_plots:
-        from iwae_tf import plots
+        from iwae_tf.experiments import plots
 
         histories = {
             name: os.path.join(run_dirs[name], train.HISTORY_FILE)

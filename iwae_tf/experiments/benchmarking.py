@@ -54,8 +54,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from iwae_tf import layers as dense_layers
-from iwae_tf import networks, presets, schedules
+from iwae_tf import networks, schedules
 from iwae_tf.data import pipeline
+from iwae_tf.experiments import presets
 from iwae_tf.model import ImportanceWeightedAutoencoder, build_model
 
 MATMULS_PER_KIND: dict[str, int] = {
@@ -70,7 +71,7 @@ PAPER_ARCHITECTURE: dict[str, Any] = {"latent_sizes": (50,), "hidden_sizes": ((2
 """Burda et al.'s 1-stochastic-layer networks, 784-200-200-50 (the package default)."""
 
 SEED_PRESET = "iwaeu_seed_mnist"
-"""The preset of the uncertain-weights paper (`iwae_tf.presets`): 1 hidden layer of 400 units,
+"""The preset of the uncertain-weights paper (`experiments.presets`): 1 hidden layer of 400 units,
 40 latents, batch 20, k = 25."""
 
 
@@ -548,7 +549,7 @@ def run_isolated(config: BenchmarkConfig, timeout: float = 1800.0) -> dict[str, 
     """
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = [sys.executable, "-m", "iwae_tf.benchmarking", config.to_json()]
+    command = [sys.executable, "-m", "iwae_tf.experiments.benchmarking", config.to_json()]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(

@@ -16,7 +16,7 @@ into a config. Two tables are covered:
   no number of epochs, which the caller (a grid's budget) must give. No weight-prior KL enters
   the bound (kl_weight 0), the bound on the weight-mixture model described in `iwae_tf.model`.
 
-`manifold_2d` is an IWAE with 2 latents, for the latent-manifold plot of `iwae_tf.plots`.
+`manifold_2d` is an IWAE with 2 latents, for the latent-manifold plot of `experiments.plots`.
 
 The published figures live in the package data file `paper_results.json` (a copy of the
 project's shared reference file); `published(name)` reads the entry of a preset: the test NLL
@@ -272,7 +272,7 @@ class Published(NamedTuple):
 @functools.cache
 def load_paper_results() -> dict[str, Any]:
     """The package's copy of the published figures (paper_results.json), parsed."""
-    text = importlib.resources.files("iwae_tf").joinpath(PAPER_RESULTS_FILE).read_text()
+    text = importlib.resources.files("iwae_tf.experiments").joinpath(PAPER_RESULTS_FILE).read_text()
     return json.loads(text)
 
 
