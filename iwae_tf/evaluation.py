@@ -59,9 +59,8 @@ from iwae_tf import bounds, rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
 
 DEFAULT_MAX_ROWS = 50_000
-"""Default bound on (sample, example) rows per model call. Measured: K = 5000 over the 10,000
-MNIST test images with the 784-200-200-50 IWAE (`scripts/evaluate.py`, batches of 100) peaks
-at 1.5 GB resident, TensorFlow's own footprint included, and takes 7.5 min on 2 CPU cores."""
+"""Default bound on (sample, example) rows per model call; what it costs in memory and time
+at K = 5000 is in BENCHMARKS.md ("Evaluation")."""
 
 ACTIVE_UNIT_THRESHOLD = 1e-2
 """Burda et al.'s threshold on Cov_x(E_q[h_u]) above which a unit counts as active."""

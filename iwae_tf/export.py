@@ -1,4 +1,4 @@
-"""SavedModel export of a trained model, and a small wrapper to load and use one.
+"""SavedModel export of a trained model; `iwae_tf.serving` loads it and checks inputs.
 
 `export_saved_model` writes a SavedModel (`tf.saved_model.save` of a `tf.Module` holding only
 the encoder's and decoder's variables and four `tf.function`s; no Keras objects, so loading
@@ -36,35 +36,19 @@ How the signatures treat randomness and uncertain weights:
   Python ints work too. The restored functions (`loaded.score`, `loaded.sample`) also take
   int32 tensors, e.g. `loaded.score(x=x, k=tf.constant(100), seed=tf.constant(7))`, as long
   as the integer arguments of one call share a dtype.
-* `sample` is ancestral sampling from the mixture model: h_L ~ N(0, I), h_l ~ p(h_l | h_{l+1}),
-  x ~ Bernoulli(probs), with a seeded draw of the uncertain weights per image (local
-  reparameterization) or per call (reparameterization).
-* `encode` and `decode` are deterministic: uncertain layers use their posterior-mean weights,
-  and between stochastic layers the Gaussian means are propagated (encode: h_l given the mean
-  of h_{l-1}; decode: h_l = mean of p(h_l | h_{l+1}) down to p(x | h_1)). For the first
-  stochastic layer of a deterministic encoder, encode's h1_mean / h1_std are exactly
-  q(h_1 | x)'s parameters.
+* `sample` is ancestral sampling from the mixture model, `networks.Decoder.sample` with seed
+  split(from_int(seed), 2)[0]: h_L ~ N(0, I), h_l ~ p(h_l | h_{l+1}), with a seeded draw of
+  the uncertain weights per image (per-row kinds) or per call (reparameterization); then
+  images ~ Bernoulli(probs) with split(...)[1].
+* `encode` and `decode` are deterministic (`Encoder.posterior_mean`, `Decoder.decode`):
+  uncertain layers use their posterior-mean weights, and between stochastic layers the
+  Gaussian means are propagated (encode: h_l given the mean of h_{l-1}; decode: h_l = mean of
+  p(h_l | h_{l+1}) down to p(x | h_1)). For the first stochastic layer of a deterministic
+  encoder, encode's h1_mean / h1_std are exactly q(h_1 | x)'s parameters.
 
-**Bad input.** Each of these is rejected by the signatures with a `tf.debugging` assertion
-inside the graph (an InvalidArgumentError whose message starts with the text below) and, with
-a ValueError carrying the same text, by `ExportedModel` and `scripts/score.py` before any call:
-
-    wrong rank         "x must have rank 2, [N, 784]"
-    wrong width        "x must have 784 columns (flattened images)"
-    NaN or inf         "x contains NaN or inf"
-    outside [0, 1]     "x has values outside [0, 1]"
-    not binary         "x is not binary"
-    k < 1, n < 0       "k must be >= 1", "n must be >= 0"
-
-A non-float dtype can never reach the graph: the signature's float32 input type rejects it
-(TensorFlow's own InvalidArgumentError "... expected to be a float tensor but is a int64
-tensor"), and the wrapper and script say "x must be a float array". Float16/64 inputs are
-converted to float32 by the wrapper and script.
-
-Grey inputs (values strictly inside (0, 1)) are rejected by default: scoring an intensity
-image as if it were binary data gives a meaningless number. On request (`binarize=True`,
-`scripts/score.py --binarize`) they are binarized as the test set is (`iwae_tf.data.
-eval_dataset`): row i becomes Bernoulli(intensity) with the stateless seed (binarize_seed, i).
+**Bad input** (wrong rank or width, NaN or inf, values outside [0, 1], grey values, k < 1,
+n < 0) fails in the graph with the messages listed in `iwae_tf.serving`, whose `ExportedModel`
+and `check_images` give the same messages on the host before any call.
 
 **Metadata.** `metadata.json` in the SavedModel's assets holds what the caller passed (see
 `export_metadata` for what training passes) plus what is read off the model: `variant`,
@@ -88,188 +72,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from iwae_tf import data as data_lib
-from iwae_tf import evaluation, rng
+from iwae_tf import evaluation, rng, serving
 from iwae_tf.model import ImportanceWeightedAutoencoder
-from iwae_tf.networks import Gaussian
 
-FORMAT_VERSION = 2  # 2: int64 k and n in the signatures (1: int32).
-METADATA_FILE = "metadata.json"
-
-MSG_RANK = "x must have rank 2, [N, {width}]"
-MSG_WIDTH = "x must have {width} columns (flattened images)"
-MSG_DTYPE = "x must be a float array"
-MSG_NONFINITE = "x contains NaN or inf"
-MSG_RANGE = "x has values outside [0, 1]"
-MSG_BINARY = "x is not binary"
-GREY_HINT = (
-    "grey values are rejected; binarize them first (ExportedModel.score(binarize=True), "
-    "scripts/score.py --binarize)"
-)
-INPUT_POLICY = (
-    "x must be float32 [N, D] with values exactly 0 or 1. Rejected, with an error naming the "
-    "problem: wrong rank or width, a non-float dtype, NaN or inf, values outside [0, 1], and "
-    "grey (non-binary) values. Grey images are binarized only on request, as Bernoulli("
-    "intensity) with stateless seed (binarize_seed, row index), like the test set."
-)
-
-
-# ----------------------------------------------------------------------------- input checks
-
-
-def check_images(x: Any, width: int, binary: bool = True) -> np.ndarray:
-    """Validates a batch of flattened images on the host; returns it as float32.
-
-    Args:
-      x: Array-like [N, width].
-      width: Expected number of columns D.
-      binary: Whether values must be exactly 0 or 1 (else only within [0, 1]).
-
-    Returns:
-      x as a float32 numpy array.
-
-    Raises:
-      ValueError: With one of the documented messages (see the module docstring).
-    """
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"{MSG_RANK.format(width=width)}; got shape {x.shape}")
-    if x.shape[1] != width:
-        raise ValueError(f"{MSG_WIDTH.format(width=width)}; got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{MSG_DTYPE} (float32 in {{0, 1}}); got dtype {x.dtype}")
-    x = x.astype(np.float32)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(f"{MSG_NONFINITE}: {int(bad.sum())} values, first x[{row}, {col}]")
-    outside = (x < 0) | (x > 1)
-    if outside.any():
-        row, col = np.argwhere(outside)[0]
-        raise ValueError(
-            f"{MSG_RANGE}: min {x.min():g}, max {x.max():g}, first x[{row}, {col}] = "
-            f"{x[row, col]:g}"
-        )
-    if binary:
-        grey = (x != 0) & (x != 1)
-        if grey.any():
-            row, col = np.argwhere(grey)[0]
-            raise ValueError(
-                f"{MSG_BINARY}: {int(grey.sum())} values strictly between 0 and 1, first "
-                f"x[{row}, {col}] = {x[row, col]:g}; {GREY_HINT}"
-            )
-    return x
-
-
-def binarize_rows(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Row i becomes Bernoulli(x_i) with stateless seed (seed, i), as `data.eval_dataset` does.
-
-    Args:
-      x: [N, D] float intensities in [0, 1] (check them first with `check_images`).
-      seed: The binarization seed (0 is the test set's).
-
-    Returns:
-      [N, D] float32 array of 0s and 1s.
-    """
-    base = tf.constant(seed, tf.int64)
-    rows = (
-        tf.data.Dataset.from_tensor_slices(np.asarray(x, np.float32))
-        .enumerate()
-        .map(lambda i, row: data_lib.binarize(row, tf.stack([base, i])))
-        .batch(4096)
-    )
-    parts = [batch.numpy() for batch in rows]
-    return np.concatenate(parts) if parts else np.zeros_like(x, np.float32)
-
-
-def _runtime_rank(x: tf.Tensor) -> tf.Tensor:
-    # Not tf.rank(x): Grappler folds it to the signature's static rank 2, yet a SavedModel
-    # signature does not enforce its input shapes, so a caller can feed any rank. Counting
-    # the entries of the run-time shape vector cannot be folded.
-    return tf.reduce_sum(tf.cast(tf.shape(x) >= 0, tf.int32))
-
-
-def _assert_then(checks: list[tuple[tf.Tensor, list[Any]]], x: tf.Tensor) -> tf.Tensor:
-    """Runs the (condition, message) assertions in order, then returns x gated on all of them.
-
-    Chained, so that the first failing check is the one reported and no model op (whose own
-    error, e.g. a failed reshape, would hide ours) runs on bad input.
-    """
-    dependency: list[Any] = []
-    for condition, message in checks:
-        with tf.control_dependencies(dependency):
-            dependency = [tf.debugging.Assert(condition, message, summarize=8)]
-    with tf.control_dependencies(dependency):
-        return tf.identity(x)
-
-
-def _checked_x(x: tf.Tensor, width: int, binary: bool = True) -> tf.Tensor:
-    """x, after in-graph checks of rank, width, finiteness, range and (optionally) binarity."""
-    rank = _runtime_rank(x)
-    # shape[-1] of a rank-0 x does not exist; pad so that the width check itself cannot fail.
-    last = tf.concat([tf.shape(x), [-1]], axis=0)[tf.maximum(rank - 1, 0)]
-    flat = tf.reshape(x, [-1])
-    finite = tf.math.is_finite(flat)
-    # NaNs are excluded from the range and binarity tests so that each failure has one cause.
-    safe = tf.where(finite, flat, tf.zeros_like(flat))
-    in_range = (safe >= 0.0) & (safe <= 1.0)
-    is_binary = (safe == 0.0) | (safe == 1.0)
-    checks = [
-        (tf.equal(rank, 2), [MSG_RANK.format(width=width) + "; got rank", rank]),
-        (tf.equal(last, width), [MSG_WIDTH.format(width=width) + "; got", last]),
-        (
-            tf.reduce_all(finite),
-            [MSG_NONFINITE + ": count", tf.reduce_sum(tf.cast(~finite, tf.int32))],
-        ),
-        (
-            tf.reduce_all(in_range),
-            [MSG_RANGE + ": min", tf.reduce_min(safe), "max", tf.reduce_max(safe)],
-        ),
-    ]
-    if binary:
-        checks.append(
-            (
-                tf.reduce_all(is_binary),
-                [
-                    MSG_BINARY + ": values strictly between 0 and 1, count",
-                    tf.reduce_sum(tf.cast(~is_binary, tf.int32)),
-                    "; " + GREY_HINT,
-                ],
-            )
-        )
-    return _assert_then(checks, x)
-
-
-def _checked_scalar(value: tf.Tensor, condition: tf.Tensor, message: str) -> tf.Tensor:
-    return _assert_then([(condition, [message + "; got", value])], value)
-
-
-# ----------------------------------------------------------------- posterior-mean networks
-
-
-def _mean_dense(layer: Any, h: tf.Tensor) -> tf.Tensor:
-    """A dense layer with its posterior-mean weights (a deterministic layer as it is)."""
-    posterior = getattr(layer, "kernel_posterior", None)
-    if posterior is None:
-        return layer(h)
-    out = tf.matmul(h, posterior.mean())
-    if getattr(layer, "bias_posterior", None) is not None:
-        out = tf.nn.bias_add(out, layer.bias_posterior.mean())
-    return layer.activation(out) if layer.activation is not None else out
-
-
-def _mean_outputs(mlp: Any, h: tf.Tensor) -> tf.Tensor:
-    # networks.GaussianMLP / BernoulliMLP: tanh hidden layers, then the head.
-    for layer in [*mlp.hidden, mlp.head]:
-        h = _mean_dense(layer, h)
-    return h
-
-
-def _mean_gaussian(mlp: Any, h: tf.Tensor) -> Gaussian:
-    # As networks.GaussianMLP: one head computes [mean, log std].
-    mean, log_std = tf.split(_mean_outputs(mlp, h), 2, axis=-1)
-    return Gaussian(mean, tf.exp(log_std))
-
+FORMAT_VERSION = 3
+"""3: `sample` draws through `Decoder.sample`; 2: int64 k and n in the signatures (1: int32)."""
 
 # ---------------------------------------------------------------------------------- module
 
@@ -292,7 +99,7 @@ class _ExportModule(tf.Module):
         object.__setattr__(self, "_model", model)
         self.network_variables = list(model.encoder.variables) + list(model.decoder.variables)
         self.max_rows = int(max_rows)
-        self.data_size = int(model.decoder.output_net.head.units)
+        self.data_size = model.decoder.data_size
         self.latent_sizes = tuple(int(s) for s in model.encoder.latent_sizes)
         x_spec = tf.TensorSpec([None, self.data_size], tf.float32, name="x")
         # `iwae_tf.evaluation.score(model, x, k, rng.from_int(s), max_rows)` computes in memory
@@ -309,56 +116,30 @@ class _ExportModule(tf.Module):
         )
 
     def _score(self, x: tf.Tensor, k: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        x = _checked_x(x, self.data_size)
-        k = _checked_scalar(k, (k >= 1) & (k <= _INT32_MAX), "k must be in [1, 2^31 - 1]")
+        x = serving.assert_images(x, self.data_size)
+        k = serving.assert_scalar(k, (k >= 1) & (k <= _INT32_MAX), "k must be in [1, 2^31 - 1]")
         seed = rng.from_int(seed)
         log_px, elbo = evaluation.score(self._model, x, tf.cast(k, tf.int32), seed, self.max_rows)
         return {"log_px": log_px, "elbo": elbo}
 
     def _encode(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        rows = _checked_x(x, self.data_size)
+        posterior = self._model.encoder.posterior_mean(serving.assert_images(x, self.data_size))
         outputs = {}
-        for i, block in enumerate(self._model.encoder.blocks):
-            gaussian = _mean_gaussian(block, rows)
+        for i, gaussian in enumerate(posterior):
             outputs[f"h{i + 1}_mean"] = gaussian.mean
             outputs[f"h{i + 1}_std"] = gaussian.std
-            rows = gaussian.mean
         return outputs
 
     def _decode(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
-        width = self.latent_sizes[-1]
-        rank = _runtime_rank(z)
-        last = tf.concat([tf.shape(z), [-1]], axis=0)[tf.maximum(rank - 1, 0)]
-        h = _assert_then(
-            [
-                (tf.equal(rank, 2), [f"z must have rank 2, [N, {width}]; got rank", rank]),
-                (tf.equal(last, width), [f"z must have {width} columns; got", last]),
-                (tf.reduce_all(tf.math.is_finite(z)), ["z contains NaN or inf"]),
-            ],
-            z,
-        )
-        decoder = self._model.decoder
-        for block in reversed(decoder.blocks):
-            h = _mean_gaussian(block, h).mean
-        return {"probs": tf.sigmoid(_mean_outputs(decoder.output_net, h))}
+        z = serving.assert_latents(z, self.latent_sizes[-1])
+        return {"probs": self._model.decoder.decode(z)}
 
     def _sample(self, n: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        n = tf.cast(
-            _checked_scalar(n, (n >= 0) & (n <= _INT32_MAX), "n must be in [0, 2^31 - 1]"), tf.int32
-        )
-        decoder = self._model.decoder
-        seeds = [rng.fold_in(rng.from_int(seed), i) for i in range(4)]
-        top = tf.random.stateless_normal([n, self.latent_sizes[-1]], seeds[0])
-        h = top
-        for i in reversed(range(len(decoder.blocks))):
-            weight_seed, noise_seed = (rng.fold_in(seeds[1], 2 * i + j) for j in range(2))
-            gaussian = decoder.blocks[i](h, seed=weight_seed)
-            h = gaussian.mean + gaussian.std * tf.random.stateless_normal(
-                tf.shape(gaussian.mean), noise_seed
-            )
-        probs = tf.sigmoid(decoder.output_net(h, seed=seeds[2]))
-        uniform = tf.random.stateless_uniform(tf.shape(probs), seeds[3])
-        return {"images": tf.cast(uniform < probs, tf.float32), "probs": probs, "z": top}
+        n = serving.assert_scalar(n, (n >= 0) & (n <= _INT32_MAX), "n must be in [0, 2^31 - 1]")
+        model_seed, pixel_seed = rng.split(rng.from_int(seed), 2)
+        draw = self._model.decoder.sample(tf.cast(n, tf.int32), model_seed)
+        probs = tf.sigmoid(draw.logits)
+        return {"images": rng.bernoulli(probs, pixel_seed), "probs": probs, "z": draw.latents[-1]}
 
     def signatures(self) -> dict[str, Any]:
         functions = {
@@ -374,18 +155,14 @@ class _ExportModule(tf.Module):
 # ------------------------------------------------------------------------------- metadata
 
 
-def _hidden_sizes(mlp: Any) -> list[int]:
-    return [int(layer.units) for layer in mlp.hidden]
-
-
 def _versions() -> dict[str, str]:
     import tensorflow_probability as tfp
     import tf_keras
 
-    import iwae_tf
+    from iwae_tf import __version__
 
     return {
-        "iwae_tf": iwae_tf.__version__,
+        "iwae_tf": __version__,
         "tensorflow": tf.__version__,
         "tf_keras": tf_keras.__version__,
         "tensorflow_probability": tfp.__version__,
@@ -404,16 +181,16 @@ def model_metadata(model: ImportanceWeightedAutoencoder, max_rows: int) -> dict[
         "variant": model.name,
         "objective": model.objective,
         "architecture": {
-            "data_size": int(decoder.output_net.head.units),
+            "data_size": decoder.data_size,
             "latent_sizes": latent_sizes,
-            "hidden_sizes": [_hidden_sizes(block) for block in encoder.blocks],
+            "hidden_sizes": [list(sizes) for sizes in encoder.hidden_sizes],
         },
         "layer_types": kinds,
         "training_k": int(model.num_importance_samples),
         "kl_weight": float(model.kl_weight),
         "max_rows": int(max_rows),
-        "signatures": _signature_docs(int(decoder.output_net.head.units), latent_sizes),
-        "input_policy": INPUT_POLICY,
+        "signatures": _signature_docs(decoder.data_size, latent_sizes),
+        "input_policy": serving.INPUT_POLICY,
         "versions": _versions(),
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -455,7 +232,7 @@ def export_metadata(config: Any, metrics: dict[str, Any] | None = None) -> dict[
     """The caller's part of the metadata, from a training run's config and metrics.
 
     Args:
-      config: An `iwae_tf.train.TrainConfig` (any dataclass with `model` and `dataset`).
+      config: An `iwae_tf.config.TrainConfig` (any dataclass with `model` and `dataset`).
       metrics: The run's metrics (as written to metrics.json); a nested "config" entry is
         dropped, since the config is recorded on its own.
 
@@ -527,7 +304,7 @@ def export_saved_model(
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.", dir=parent)
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            metadata_path = os.path.join(scratch, METADATA_FILE)
+            metadata_path = os.path.join(scratch, serving.METADATA_FILE)
             with open(metadata_path, "w") as f:
                 f.write(metadata_json + "\n")
             module = _ExportModule(model, max_rows)
@@ -540,109 +317,3 @@ def export_saved_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return export_dir
-
-
-# ------------------------------------------------------------------------------- loading
-
-
-def read_metadata(path: str) -> dict[str, Any]:
-    """The metadata dict of an exported SavedModel directory."""
-    with open(os.path.join(path, "assets", METADATA_FILE)) as f:
-        return json.load(f)
-
-
-class ExportedModel:
-    """A loaded export: numpy in, numpy out, with host-side input checks.
-
-    Attributes:
-      path: The SavedModel directory.
-      metadata: Its metadata dict.
-      data_size: D, the number of pixels.
-      latent_sizes: Sizes of the stochastic layers, bottom first.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.metadata = read_metadata(path)
-        self._saved_model = tf.saved_model.load(path)
-        self._signatures = self._saved_model.signatures
-        architecture = self.metadata["architecture"]
-        self.data_size = int(architecture["data_size"])
-        self.latent_sizes = tuple(int(s) for s in architecture["latent_sizes"])
-
-    def _images(self, x: Any, binarize: bool, binarize_seed: int) -> tf.Tensor:
-        x = check_images(x, self.data_size, binary=not binarize)
-        if binarize:
-            x = binarize_rows(x, binarize_seed)
-        return tf.constant(x)
-
-    def score(
-        self,
-        x: Any,
-        k: int = 5000,
-        seed: int = 0,
-        binarize: bool = False,
-        binarize_seed: int = 0,
-    ) -> dict[str, np.ndarray]:
-        """Per-example log_px and elbo of x [N, D] with k importance samples (see `score`).
-
-        Args:
-          x: [N, D] float array of 0s and 1s (grey values only with binarize=True).
-          k: Importance samples per example.
-          seed: Seed of the draws; the same x, k and seed give the same scores.
-          binarize: Binarize grey values as Bernoulli(intensity) instead of rejecting them.
-          binarize_seed: Seed of that binarization (0, row i: the test set's).
-
-        Returns:
-          {"log_px": [N], "elbo": [N]} float32 arrays.
-
-        Raises:
-          ValueError: Bad x (see the module docstring) or k < 1.
-        """
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1; got {k}")
-        out = self._signatures["score"](
-            x=self._images(x, binarize, binarize_seed),
-            k=self._scalar("score", "k", k),
-            seed=self._scalar("score", "seed", seed),
-        )
-        return {name: value.numpy() for name, value in out.items()}
-
-    def _scalar(self, signature: str, name: str, value: int) -> tf.Tensor:
-        # Exports before format 2 took int32 k and n; use whatever the signature declares.
-        spec = self._signatures[signature].structured_input_signature[1][name]
-        return tf.constant(int(value), spec.dtype)
-
-    def encode(self, x: Any) -> dict[str, np.ndarray]:
-        """Posterior means and stds h<l>_mean, h<l>_std [N, d_l] of binary x [N, D]."""
-        out = self._signatures["encode"](x=self._images(x, False, 0))
-        return {name: value.numpy() for name, value in out.items()}
-
-    def decode(self, z: Any) -> np.ndarray:
-        """Bernoulli means [N, D] of p(x | z) for top-layer latents z [N, d_L]."""
-        z = np.asarray(z, np.float32)
-        if z.ndim != 2 or z.shape[1] != self.latent_sizes[-1]:
-            raise ValueError(f"z must be [N, {self.latent_sizes[-1]}]; got shape {z.shape}")
-        return self._signatures["decode"](z=tf.constant(z))["probs"].numpy()
-
-    def sample(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-        """n images drawn from the model: {"images", "probs": [n, D], "z": [n, d_L]}."""
-        if int(n) < 0:
-            raise ValueError(f"n must be >= 0; got {n}")
-        out = self._signatures["sample"](
-            n=self._scalar("sample", "n", n), seed=self._scalar("sample", "seed", seed)
-        )
-        return {name: value.numpy() for name, value in out.items()}
-
-
-def load_exported(path: str) -> ExportedModel:
-    """Loads a SavedModel written by `export_saved_model` (see `ExportedModel`).
-
-    Raises:
-      FileNotFoundError: `path` holds no such SavedModel.
-    """
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(f"{path} holds no SavedModel (saved_model.pb)")
-    if not os.path.exists(os.path.join(path, "assets", METADATA_FILE)):
-        raise FileNotFoundError(f"{path} has no assets/{METADATA_FILE}: not an iwae_tf export")
-    return ExportedModel(path)

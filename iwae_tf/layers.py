@@ -104,6 +104,7 @@ __all__ = [
     "LAYER_KINDS",
     "draws_per_row",
     "is_uncertain",
+    "call_at_posterior_mean",
     "kernel_posterior_variables",
     "make_dense",
     "posterior_scales",
@@ -409,6 +410,26 @@ def make_dense(
     if isinstance(layer, _SeedableSampling):
         layer.kernel_posterior_tensor_fn = layer._sample_posterior
     return layer
+
+
+def call_at_posterior_mean(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
+    """The layer's output with its kernel at the posterior mean: ``act(x @ mu + b)``.
+
+    No draw, so no seed. A deterministic layer is simply called.
+
+    Args:
+        layer: A layer from :func:`make_dense`.
+        inputs: ``[rows, d_in]``.
+
+    Returns:
+        The activations, ``[rows, units]``.
+    """
+    posterior = getattr(layer, "kernel_posterior", None)
+    if posterior is None:
+        return layer(inputs)
+    outputs = tf.matmul(tf.convert_to_tensor(inputs, layer.dtype), posterior.distribution.loc)
+    outputs = tf.nn.bias_add(outputs, layer.bias_posterior.distribution.loc)
+    return layer.activation(outputs) if layer.activation is not None else outputs
 
 
 def kernel_posterior_variables(layer: keras.layers.Layer) -> tuple[tf.Variable, tf.Variable]:

@@ -117,6 +117,21 @@ class ImportanceWeightedAutoencoder(keras.Model):
             seed = rng.from_int(self.seed)
         return bounds.iwae_bound(self.log_weights(x, self.num_importance_samples, seed))
 
+    def reconstruct(self, x: tf.Tensor) -> tf.Tensor:
+        """Pixel means of p(x | h_1 = E_q[h_1 | x]), both networks at posterior-mean weights.
+
+        No draw (`Encoder.posterior_mean`, `Decoder.decode`): a picture of what the model
+        keeps of x, for figures and TensorBoard.
+
+        Args:
+          x: [batch, features] data.
+
+        Returns:
+          [batch, features] Bernoulli means.
+        """
+        posterior = self.encoder.posterior_mean(tf.convert_to_tensor(x, tf.float32))
+        return self.decoder.decode(posterior[0].mean, layer=1)
+
     def weight_kl(self) -> tf.Tensor:
         """kl_weight * sum KL(q(W) || p(W)) / N: the per-example weight-prior penalty, or 0.
 
@@ -137,13 +152,13 @@ class ImportanceWeightedAutoencoder(keras.Model):
 
     def _forward(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         log_weights = self.log_weights(x, self.num_importance_samples, seed)
+        per_example = bounds.objective(log_weights, self.objective)
         iwae_bound = bounds.iwae_bound(log_weights)
         elbo = bounds.elbo(log_weights)
-        per_example = iwae_bound if self.objective == "iwae" else elbo
         weight_kl = self.weight_kl()
         # Sum over the replica's batch / global batch: correct under tf.distribute, whose
         # gradients are summed across replicas; the KL is a model-level term, scaled once.
-        loss = tf.nn.compute_average_loss(-per_example) + tf.nn.scale_regularization_loss(weight_kl)
+        loss = _average_over_global_batch(-per_example) + tf.nn.scale_regularization_loss(weight_kl)
         self.loss_tracker.update_state(-per_example + weight_kl)
         self.iwae_bound_tracker.update_state(iwae_bound)
         self.elbo_tracker.update_state(elbo)
@@ -164,6 +179,17 @@ class ImportanceWeightedAutoencoder(keras.Model):
         seed = self.step_seed(rng.VALIDATION_STREAM, self._test_counter)
         self._forward(_features(data), seed)
         return {m.name: m.result() for m in self.metrics}
+
+
+def _average_over_global_batch(per_example: tf.Tensor) -> tf.Tensor:
+    """sum(per_example) / (replica batch * replicas): `tf.nn.compute_average_loss`'s arithmetic.
+
+    Written out because that function asserts its batch size is non-negative, an Assert op
+    that XLA cannot compile and warns about ("Ignoring Assert operator") on every trace.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    global_batch = tf.cast(tf.shape(per_example)[0] * replicas, per_example.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example), global_batch)
 
 
 def _features(data: tf.Tensor | tuple) -> tf.Tensor:

@@ -67,6 +67,18 @@ def bernoulli_log_prob(value: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(value * logits - tf.nn.softplus(logits), axis=-1)
 
 
+class AncestralSample(NamedTuple):
+    """A draw from the generative model (see `Decoder.sample`).
+
+    Attributes:
+      latents: h_1, ..., h_L, bottom first, each [rows, dims].
+      logits: [rows, data_size] logits of p(x | h_1).
+    """
+
+    latents: list[tf.Tensor]
+    logits: tf.Tensor
+
+
 class NetworkConfig(NamedTuple):
     """How the dense layers of one network are built (see `iwae_tf.layers.make_dense`).
 
@@ -114,8 +126,16 @@ class GaussianMLP(keras.layers.Layer):
         per input row, sample major (see `iwae_tf.layers.DenseLocalReparameterization`).
         """
         h = _mlp(inputs, self.hidden + [self.head], self.seedable, seed, repeats)
-        mean, log_std = tf.split(h, 2, axis=-1)
-        return Gaussian(mean, tf.exp(log_std))
+        return _gaussian(h)
+
+    def at_posterior_mean(self, inputs: tf.Tensor) -> Gaussian:
+        """The Gaussian at `inputs` with every weight at its posterior mean: no draw."""
+        return _gaussian(_mlp_at_posterior_mean(inputs, self.hidden + [self.head]))
+
+
+def _gaussian(head_outputs: tf.Tensor) -> Gaussian:
+    mean, log_std = tf.split(head_outputs, 2, axis=-1)
+    return Gaussian(mean, tf.exp(log_std))
 
 
 class BernoulliMLP(keras.layers.Layer):
@@ -146,6 +166,10 @@ class BernoulliMLP(keras.layers.Layer):
         """The logits at `inputs`; `seed` keys the draws of uncertain weights."""
         return _mlp(inputs, self.hidden + [self.head], self.seedable, seed)
 
+    def at_posterior_mean(self, inputs: tf.Tensor) -> tf.Tensor:
+        """The logits at `inputs` with every weight at its posterior mean: no draw."""
+        return _mlp_at_posterior_mean(inputs, self.hidden + [self.head])
+
 
 def _mlp(
     h: tf.Tensor,
@@ -160,6 +184,12 @@ def _mlp(
         if i == 0 and repeats is not None:
             kwargs["repeats"] = repeats
         h = layer(h, **kwargs)
+    return h
+
+
+def _mlp_at_posterior_mean(h: tf.Tensor, layers: list[keras.layers.Layer]) -> tf.Tensor:
+    for layer in layers:
+        h = dense_layers.call_at_posterior_mean(layer, h)
     return h
 
 
@@ -219,12 +249,9 @@ class Encoder(keras.Model):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if len(latent_sizes) != len(hidden_sizes):
-            raise ValueError(
-                f"Encoder needs one hidden-size list per stochastic layer; got "
-                f"{len(latent_sizes)} latent sizes and {len(hidden_sizes)} hidden-size lists."
-            )
+        _check_layer_sizes("Encoder", latent_sizes, hidden_sizes)
         self.latent_sizes = tuple(latent_sizes)
+        self.hidden_sizes = tuple(tuple(sizes) for sizes in hidden_sizes)
         self.config = config = config or NetworkConfig()
         self.tile_inputs = dense_layers.draws_per_row(config.layer_kind)
         self.shares_first_moments = config.layer_kind == "local_reparameterization"
@@ -270,6 +297,25 @@ class Encoder(keras.Model):
             rows = tf.reshape(sample, [-1, block.output_size])
         return layers_out
 
+    def posterior_mean(self, x: tf.Tensor) -> list[Gaussian]:
+        """q(h_l | mean of h_{l-1}) for every layer l, weights at their posterior means.
+
+        No draw: each layer is fed the mean of the one below (h_0 = x). For the first layer
+        of a deterministic encoder these are exactly q(h_1 | x)'s parameters.
+
+        Args:
+          x: [batch, features] inputs.
+
+        Returns:
+          One Gaussian per stochastic layer, bottom first, each [batch, dims].
+        """
+        gaussians = []
+        h = x
+        for block in self.blocks:
+            gaussians.append(block.at_posterior_mean(h))
+            h = gaussians[-1].mean
+        return gaussians
+
 
 class Decoder(keras.Model):
     """The generative model p(x, h_1, ..., h_L) with a N(0, I) prior on the top layer.
@@ -299,14 +345,10 @@ class Decoder(keras.Model):
           **kwargs: Passed to `keras.Model`.
         """
         super().__init__(**kwargs)
-        if len(latent_sizes) != len(hidden_sizes):
-            raise ValueError(
-                f"Decoder needs one hidden-size list per stochastic layer; got "
-                f"{len(latent_sizes)} latent sizes and {len(hidden_sizes)} hidden-size lists."
-            )
+        _check_layer_sizes("Decoder", latent_sizes, hidden_sizes)
+        self.data_size = int(data_size)
         self.latent_sizes = tuple(latent_sizes)
         self.config = config = config or NetworkConfig()
-        self.tile_inputs = dense_layers.draws_per_row(config.layer_kind)
         self.output_net = BernoulliMLP(
             tuple(reversed(hidden_sizes[0])), data_size, config, output_bias, name="p_x"
         )
@@ -336,6 +378,49 @@ class Decoder(keras.Model):
         ]
         return self.output_net(latents[0], seed=seeds[0]), conditionals
 
+    def sample(self, num_samples: int | tf.Tensor, seed: tf.Tensor) -> AncestralSample:
+        """Draws from the generative model, top down: h_L ~ N(0, I), h_l ~ p(h_l | h_{l+1}).
+
+        With uncertain weights, each row draws its own weights (per-row layer kinds) or each
+        call one set (reparameterization), so the rows are draws from the mixture model.
+
+        Args:
+          num_samples: Rows n to draw.
+          seed: [2] stateless seed of every draw: split into the top layer's noise, then per
+            layer below (weights, noise), then the weights of p(x | h_1).
+
+        Returns:
+          The latents h_1..h_L, bottom first, each [n, dims], and the logits [n, data_size] of
+          p(x | h_1).
+        """
+        top_seed, output_seed, *block_seeds = rng.split(seed, 2 + 2 * len(self.blocks))
+        latents = [rng.normal([num_samples, self.latent_sizes[-1]], top_seed)]
+        for i in reversed(range(len(self.blocks))):
+            weight_seed, noise_seed = block_seeds[2 * i], block_seeds[2 * i + 1]
+            gaussian = self.blocks[i](latents[0], seed=weight_seed)
+            noise = rng.normal(tf.shape(gaussian.mean), noise_seed)
+            latents.insert(0, gaussian.mean + gaussian.std * noise)
+        return AncestralSample(latents, self.output_net(latents[0], seed=output_seed))
+
+    def decode(self, latent: tf.Tensor, layer: int | None = None) -> tf.Tensor:
+        """Bernoulli means of x given a latent, with no draw.
+
+        From stochastic layer `layer` down, each p(h_l | h_{l+1}) is replaced by its mean, and
+        every weight is at its posterior mean.
+
+        Args:
+          latent: [rows, d_layer] values of h_layer.
+          layer: Which stochastic layer `latent` is, 1 = bottom (default: the top, L).
+
+        Returns:
+          [rows, data_size] pixel probabilities sigmoid(logits of p(x | h_1)).
+        """
+        layer = len(self.latent_sizes) if layer is None else layer
+        h = latent
+        for block in reversed(self.blocks[: layer - 1]):
+            h = block.at_posterior_mean(h).mean
+        return tf.sigmoid(self.output_net.at_posterior_mean(h))
+
     def log_prob(self, x: tf.Tensor, latents: Sequence[tf.Tensor], seed: tf.Tensor) -> tf.Tensor:
         """log p(x, h_1, ..., h_L) for every importance sample.
 
@@ -361,6 +446,16 @@ class Decoder(keras.Model):
             )
             log_joint += gaussian_log_prob(latent, gaussian)
         return log_joint
+
+
+def _check_layer_sizes(
+    network: str, latent_sizes: Sequence[int], hidden_sizes: Sequence[Sequence[int]]
+) -> None:
+    if len(latent_sizes) != len(hidden_sizes):
+        raise ValueError(
+            f"{network} needs one hidden-size list per stochastic layer; got "
+            f"{len(latent_sizes)} latent sizes and {len(hidden_sizes)} hidden-size lists."
+        )
 
 
 def _tile_rows(x: tf.Tensor, num_samples: int) -> tf.Tensor:

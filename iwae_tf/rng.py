@@ -112,6 +112,19 @@ def signs(shape: tf.Tensor | list, seed: tf.Tensor) -> tf.Tensor:
     return tf.reshape(1.0 - 2.0 * tf.cast(top_bit, tf.float32), shape)
 
 
+def bernoulli(probs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """float32 {0, 1} draws of Bernoulli(probs), elementwise, from a [2] stateless `seed`.
+
+    x = 1[u < p] with u ~ U[0, 1) from TensorFlow's Philox (named, so XLA cannot swap the
+    algorithm): P(x = 1) = p, and p = 0 or 1 stay fixed. This is how data are binarized.
+    """
+    probs = tf.convert_to_tensor(probs, tf.float32)
+    uniform = tf.random.stateless_uniform(
+        tf.shape(probs), seed=seed, alg=tf.random.Algorithm.PHILOX
+    )
+    return tf.cast(uniform < probs, tf.float32)
+
+
 EVALUATION_STREAM = 0
 TRAIN_STREAM = 1
 VALIDATION_STREAM = 2

@@ -7,6 +7,8 @@ estimates the test NLL with `config.eval_k` importance samples, and writes
     workdir/metrics.json   the final figures (see `train_and_evaluate`)
     workdir/history.csv    per-epoch training and test-set metrics (Keras CSVLogger)
     workdir/backup/        the last epoch's checkpoint, so a killed run resumes (BackupAndRestore)
+    workdir/tensorboard/   TensorBoard summaries (`iwae_tf.summaries`), unless config.tensorboard
+                           is off: `tensorboard --logdir workdir/tensorboard`
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from iwae_tf import data, evaluation, export, layers, networks, schedules
+from iwae_tf import data, evaluation, export, networks, schedules, summaries
+from iwae_tf.config import STRATEGIES, TrainConfig
 from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
 
 METRICS_FILE = "metrics.json"
@@ -30,112 +33,7 @@ HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 CONFIG_FILE = "config.json"
 EXPORT_ROOT = "exported"
-STRATEGIES = ("default", "mirrored", "multi_worker")
 WEIGHTS_PREFIX = os.path.join("weights", "model")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run.
-
-    Attributes:
-      dataset: Dataset name, one of `iwae_tf.data.DATASETS`.
-      model: Model variant, one of `iwae_tf.model.VARIANTS`.
-      k: Importance samples per example in training.
-      epochs: Passes over the training set.
-      batch_size: Examples per training step.
-      learning_rate: Adam learning rate.
-      steps_per_epoch: Optional cap on the steps of each epoch.
-      seed: Seed of everything random in the run: weight initialization, the training data's
-        order and binarization, every draw of the train and validation steps (latents and
-        uncertain weights, keyed by the step counter, see `iwae_tf.rng`) and the final test-NLL
-        estimate. The test set's binarization has its own fixed seed, so that scores compare
-        across runs.
-      eval_k: Importance samples per example for the final test NLL.
-      latent_sizes: Sizes of the stochastic layers, bottom first.
-      hidden_sizes: Hidden layer sizes of each stochastic layer, bottom first.
-      uncertain_layer_kind: Layer kind of uncertain networks (see `iwae_tf.layers`).
-      init_scale: Initial posterior std of uncertain weights.
-      kl_weight: Weight of the weight-prior KL per example (0: none).
-      prior_scale: Std of the weight prior of that KL.
-      train_split: tfds split to train on (slices like "train[:1000]" work).
-      test_split: tfds split to evaluate on; binarized once, with a fixed seed.
-      eval_batch_size: Examples per evaluation batch.
-      data_dir: tfds data directory (None: the tfds default).
-      jit_compile: XLA-compile the train step; None picks what measured faster on CPU: on
-        for every variant (with `iwae_tf.rng` drawing the noise, see BENCHMARKS.md), off
-        under tf.distribute, whose collectives XLA cannot compile on CPU.
-      steps_per_execution: Train steps per tf.function call; more steps amortize Keras'
-        per-call overhead, which dominates small models like the paper's.
-      schedule: Learning-rate schedule: "constant", or "burda" (Burda et al.: 3^i passes at
-        learning_rate * 10^(-i/7) for stage i = 0..stages-1; sets the number of epochs).
-      stages: Stages of the "burda" schedule (8 in the paper, 3280 epochs in all).
-      strategy: tf.distribute strategy: "default", "mirrored" or "multi_worker".
-      export_dir: Where the trained SavedModel goes; None: exported/<name of workdir>, relative
-        to the current directory.
-    """
-
-    dataset: str = "mnist"
-    model: str = "iwae"
-    k: int = 5
-    epochs: int = 3
-    batch_size: int = 20
-    learning_rate: float = 1e-3
-    steps_per_epoch: int | None = None
-    seed: int = 0
-    eval_k: int = 1000
-    latent_sizes: tuple[int, ...] = (50,)
-    hidden_sizes: tuple[tuple[int, ...], ...] = ((200, 200),)
-    uncertain_layer_kind: str = "local_reparameterization"
-    init_scale: float = layers.DEFAULT_INIT_SCALE
-    kl_weight: float = 0.0
-    prior_scale: float = 1.0
-    train_split: str = "train"
-    test_split: str = "test"
-    eval_batch_size: int = 100
-    data_dir: str | None = None
-    jit_compile: bool | None = None
-    steps_per_execution: int = 100
-    schedule: str = "constant"
-    stages: int = 8
-    strategy: str = "default"
-    export_dir: str | None = None
-
-    def validate(self) -> None:
-        """Raises ValueError naming the first bad setting."""
-        if self.model not in VARIANTS:
-            raise ValueError(f"unknown model {self.model!r}; expected one of {sorted(VARIANTS)}")
-        if self.dataset not in data.DATASETS:
-            raise ValueError(
-                f"unknown dataset {self.dataset!r}; expected one of {sorted(data.DATASETS)}"
-            )
-        for name in (
-            "k",
-            "epochs",
-            "batch_size",
-            "eval_k",
-            "eval_batch_size",
-            "steps_per_execution",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if len(self.latent_sizes) != len(self.hidden_sizes):
-            raise ValueError("latent_sizes and hidden_sizes need one entry per stochastic layer")
-        if self.schedule not in schedules.SCHEDULES:
-            raise ValueError(
-                f"unknown schedule {self.schedule!r}; expected one of {schedules.SCHEDULES}"
-            )
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
-        if self.uncertain_layer_kind not in layers.LAYER_KINDS:
-            raise ValueError(
-                f"unknown layer kind {self.uncertain_layer_kind!r}; "
-                f"expected one of {layers.LAYER_KINDS}"
-            )
 
 
 def check_workdir(workdir: str, config: TrainConfig | None = None) -> None:
@@ -151,7 +49,7 @@ def check_workdir(workdir: str, config: TrainConfig | None = None) -> None:
     config_path = os.path.join(workdir, CONFIG_FILE)
     if config is not None and os.path.exists(config_path):
         with open(config_path) as f:
-            previous = config_from_dict(json.load(f))
+            previous = TrainConfig.from_dict(json.load(f))
         if previous != config:
             changed = sorted(
                 name
@@ -180,11 +78,26 @@ def steps_per_epoch(config: TrainConfig, num_train_examples: int) -> int:
     return config.steps_per_epoch or num_train_examples // config.batch_size
 
 
-def make_model(config: TrainConfig, num_train_examples: int) -> ImportanceWeightedAutoencoder:
+def make_model(
+    config: TrainConfig, num_train_examples: int | None = None
+) -> ImportanceWeightedAutoencoder:
     """Builds and compiles the model of `config`, its output bias set from the training data.
 
-    Call it inside the distribution strategy's scope, so that variables are mirrored.
+    The one way to get a model for a dataset: the decoder's output bias starts at the logit
+    of the training split's mean image, as in Burda et al., and the optimizer, schedule and
+    XLA setting are those `config` trains with. Call it inside a distribution strategy's
+    scope, so that variables are mirrored.
+
+    Args:
+      config: The run's settings (dataset, train_split, architecture, k, ...).
+      num_train_examples: Size of the training split, if known (it scales the weight KL and
+        the schedule's epochs); counted from the data otherwise.
+
+    Returns:
+      A built, compiled model, ready for `model.fit`.
     """
+    if num_train_examples is None:
+        num_train_examples = data.num_examples(config.dataset, config.train_split, config.data_dir)
     mean_image = data.mean_image(config.dataset, config.data_dir, split=config.train_split)
     model = build_model(
         config.model,
@@ -246,7 +159,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     if chief and os.path.isdir(export_dir) and os.listdir(export_dir):
         raise FileExistsError(f"export dir {export_dir} is not empty; choose another --export_dir")
     with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
+        json.dump(config.to_dict(), f, indent=2)
     keras.utils.set_random_seed(config.seed)
 
     num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
@@ -278,11 +191,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         strategy.num_replicas_in_sync,
     )
     callbacks = [
-        LearningRateLogger(),
+        LearningRateLogger(),  # First: the callbacks below see the rate it adds to the logs.
         keras.callbacks.CSVLogger(os.path.join(workdir, HISTORY_FILE), append=True),
         keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR)),
         data_position,  # After BackupAndRestore, which restores the step it reads.
     ]
+    if config.tensorboard:
+        callbacks += tensorboard_callbacks(config, workdir, test_ds)
     start = time.perf_counter()
     history = model.fit(
         train_ds,
@@ -320,7 +235,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         "train_steps": train_steps,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
-        "config": dataclasses.asdict(config),
+        "config": config.to_dict(),
         "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__},
     }
     if chief:
@@ -350,6 +265,18 @@ def layer_types(variant: str, uncertain_layer_kind: str) -> dict[str, str]:
         "encoder": uncertain_layer_kind if spec.uncertain_encoder else "deterministic",
         "decoder": uncertain_layer_kind if spec.uncertain_decoder else "deterministic",
     }
+
+
+def tensorboard_callbacks(
+    config: TrainConfig, workdir: str, test_ds: tf.data.Dataset
+) -> list[keras.callbacks.Callback]:
+    """Keras' TensorBoard scalars and our `summaries.ModelSummaries`, to workdir/tensorboard."""
+    log_dir = os.path.join(workdir, summaries.TENSORBOARD_DIR)
+    images = next(iter(test_ds.unbatch().batch(32).take(1))).numpy()
+    return [
+        keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0),
+        summaries.ModelSummaries(log_dir, images, config.image_summary_epochs, config.seed),
+    ]
 
 
 class DataPosition(keras.callbacks.Callback):
@@ -415,14 +342,6 @@ def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Rebuilds a TrainConfig from its JSON form (lists back to tuples)."""
-    values = dict(values)
-    values["latent_sizes"] = tuple(values["latent_sizes"])
-    values["hidden_sizes"] = tuple(tuple(h) for h in values["hidden_sizes"])
-    return TrainConfig(**values)
-
-
 def load_run(workdir: str) -> tuple[TrainConfig, ImportanceWeightedAutoencoder]:
     """The config and trained model of a finished run of `train_and_evaluate`.
 
@@ -436,7 +355,7 @@ def load_run(workdir: str) -> tuple[TrainConfig, ImportanceWeightedAutoencoder]:
             f"{workdir} holds no finished training run ({CONFIG_FILE}, weights)"
         )
     with open(config_path) as f:
-        config = config_from_dict(json.load(f))
+        config = TrainConfig.from_dict(json.load(f))
     num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
     model = make_model(config, num_train)
     model.load_weights(weights).expect_partial()

@@ -11,12 +11,12 @@ real `model.fit` path, prints a Markdown table and writes the full report as JSO
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 
-# TensorFlow's C++ INFO lines (oneDNN, XLA) bury the table; warnings still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from iwae_tf import logs
+
+logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
 from absl import app, flags, logging  # noqa: E402
 

@@ -6,12 +6,14 @@ python scripts/benchmark_noise.py --num_normals=1684000
 from __future__ import annotations
 
 import math
-import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from iwae_tf import logs
+
+logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

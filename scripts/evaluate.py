@@ -21,7 +21,9 @@ import resource
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from iwae_tf import logs
+
+logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
 from absl import app, flags, logging  # noqa: E402
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import os
 import sys
 
-# TensorFlow's C++ INFO lines (oneDNN, XLA) bury the progress; warnings still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from iwae_tf import logs
+
+logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
 from absl import app, flags, logging  # noqa: E402
 
+from iwae_tf import config as config_lib  # noqa: E402
 from iwae_tf import data  # noqa: E402
 from iwae_tf.experiments import presets, reproduce  # noqa: E402
 
@@ -48,11 +50,7 @@ flags.DEFINE_string(
 flags.DEFINE_string("output_dir", None, "Where runs, results and plots go.")
 flags.DEFINE_bool("plots", True, "Draw the PNG plots (needs matplotlib).")
 flags.DEFINE_bool("list", False, "List the presets and grids, and exit.")
-flags.DEFINE_integer("seed", None, "Override every run's seed.")
-flags.DEFINE_string("train_split", None, "Override every run's tfds training split.")
-flags.DEFINE_string("test_split", None, "Override every run's tfds test split.")
-flags.DEFINE_string("data_dir", None, "tfds data directory (default: tfds' own).")
-flags.DEFINE_integer("eval_batch_size", None, "Override every run's evaluation batch size.")
+config_lib.define_flags(reproduce.OVERRIDABLE_FIELDS, defaults=False)
 
 
 def _listing() -> str:
@@ -75,11 +73,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("state a budget: exactly one of --stages and --epochs")
     if not f.output_dir:
         raise app.UsageError("--output_dir is required")
-    overrides = {
-        name: getattr(f, name)
-        for name in reproduce.OVERRIDABLE_FIELDS
-        if getattr(f, name) is not None
-    }
+    overrides = config_lib.flag_overrides(reproduce.OVERRIDABLE_FIELDS)
     try:
         names = presets.grid_presets(f.grid) if f.grid else list(f.presets)
         rows = reproduce.run_grid(

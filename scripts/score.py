@@ -5,9 +5,10 @@ Examples:
   python scripts/score.py --saved_model=exported/iwaeu --input=images.npy --output=scores.csv
   python scripts/score.py --saved_model=exported/iwaeu --input=tfds:test[:1000] --k=5000
 
-Standalone on purpose: it imports only numpy, TensorFlow, absl (and tensorflow_datasets for a
-tfds input), never the iwae_tf package, and runs the model through `tf.saved_model.load` alone,
-so any SavedModel written by `iwae_tf.export` can be scored without the code that trained it.
+Light on purpose: it imports numpy, TensorFlow, absl and `iwae_tf.serving` (never Keras, TFP
+or the model code; a tfds input also loads `iwae_tf.data`), and runs the model through
+`tf.saved_model.load` alone, so any SavedModel written by `iwae_tf.export` can be scored without
+the code that trained it.
 
 Input (--input):
   * a `.npy` file of float images [N, D] with values 0 or 1 (D = the model's data size, 784
@@ -20,7 +21,7 @@ Input (--input):
 
 Bad input (wrong rank or width, a non-float dtype, NaN or inf, values outside [0, 1], grey
 values without --binarize) stops the script with exit status 1 and an error naming the
-problem, in the same words as the SavedModel's own in-graph checks (see iwae_tf/export.py).
+problem, in the same words as the SavedModel's own in-graph checks (see iwae_tf/serving.py).
 
 Output: a CSV with columns index, log_px (the k-sample estimate log (1/k) sum_j w_j of
 log p(x)), elbo; and the mean log p(x), the NLL and its standard error, printed. Scores are
@@ -30,16 +31,19 @@ reproducible for the same input, --k, --seed and --batch_size (except for flipou
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from iwae_tf import logs
+
+logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from iwae_tf import serving  # noqa: E402
 
 flags.DEFINE_string("saved_model", None, "SavedModel directory written by iwae_tf.", required=True)
 flags.DEFINE_string("input", None, "A .npy file of images [N, D], or tfds:SPLIT.", required=True)
@@ -53,97 +57,26 @@ flags.DEFINE_integer("binarize_seed", 0, "Seed of the binarization (tfds input a
 flags.DEFINE_string("dataset", None, "Dataset of a tfds input (default: the model's).")
 flags.DEFINE_string("data_dir", None, "tfds data directory of a tfds input.")
 
-# The same words as the in-graph checks of iwae_tf/export.py (not imported: see above).
-MSG_RANK = "x must have rank 2, [N, {width}]"
-MSG_WIDTH = "x must have {width} columns (flattened images)"
-MSG_DTYPE = "x must be a float array"
-MSG_NONFINITE = "x contains NaN or inf"
-MSG_RANGE = "x has values outside [0, 1]"
-MSG_BINARY = "x is not binary"
-
-# Dataset name -> (tfds builder, image feature, divisor to [0, 1]); mirrors the decoders of
-# iwae_tf.data.pipeline (tests/test_export.py checks that the two agree).
-TFDS_SOURCES = {
-    "mnist": ("mnist_offline", "image", 255.0),
-    "binarized_mnist": ("binarized_mnist", "image", 1.0),
-    "omniglot": ("omniglot_iwae", "image", 1.0),
-}
-
 
 class InputError(ValueError):
     """The input cannot be scored; the message says why."""
 
 
-def check_images(x: np.ndarray, width: int, binary: bool) -> np.ndarray:
-    """Validates images [N, width]; returns them as float32 (see iwae_tf.export.check_images)."""
-    if x.ndim != 2:
-        raise InputError(f"{MSG_RANK.format(width=width)}; got shape {x.shape}")
-    if x.shape[1] != width:
-        raise InputError(f"{MSG_WIDTH.format(width=width)}; got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"{MSG_DTYPE} (float32 in {{0, 1}}); got dtype {x.dtype}")
-    x = x.astype(np.float32)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise InputError(f"{MSG_NONFINITE}: {int(bad.sum())} values, first x[{row}, {col}]")
-    outside = (x < 0) | (x > 1)
-    if outside.any():
-        row, col = np.argwhere(outside)[0]
-        raise InputError(
-            f"{MSG_RANGE}: min {x.min():g}, max {x.max():g}, first x[{row}, {col}] = "
-            f"{x[row, col]:g}"
-        )
-    grey = (x != 0) & (x != 1)
-    if binary and grey.any():
-        row, col = np.argwhere(grey)[0]
-        raise InputError(
-            f"{MSG_BINARY}: {int(grey.sum())} values strictly between 0 and 1, first "
-            f"x[{row}, {col}] = {x[row, col]:g}; grey values are rejected, pass --binarize "
-            "to binarize them as Bernoulli(intensity)"
-        )
-    return x
-
-
-def binarize(images: tf.data.Dataset, seed: int) -> np.ndarray:
-    """Element i -> Bernoulli(intensity) with stateless seed (seed, i): iwae_tf.data's scheme."""
-    base = tf.constant(seed, tf.int64)
-
-    def draw(i: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
-        uniform = tf.random.stateless_uniform(
-            tf.shape(image), seed=tf.stack([base, i]), alg=tf.random.Algorithm.PHILOX
-        )
-        return tf.cast(uniform < image, tf.float32)
-
-    parts = [b.numpy() for b in images.enumerate().map(draw).batch(4096)]
-    return np.concatenate(parts) if parts else np.zeros([0, 0], np.float32)
-
-
 def read_tfds(split: str, dataset: str, data_dir: str | None, seed: int) -> np.ndarray:
-    """A split of a prepared tfds dataset, binarized like iwae_tf.data.eval_dataset."""
-    import tensorflow_datasets as tfds
+    """A split of a tfds dataset, binarized as `iwae_tf.data.eval_dataset` binarizes it."""
+    from iwae_tf import data  # Only tfds inputs need the data pipeline (and tfds).
 
-    if dataset not in TFDS_SOURCES:
-        raise InputError(f"no tfds source known for dataset {dataset!r}; use a .npy input")
-    name, feature, scale = TFDS_SOURCES[dataset]
-    data_dir = data_dir or tfds.core.constants.DATA_DIR
-    prepare_hint = (
-        f"prepare it with iwae_tf (iwae_tf.data.num_examples({dataset!r}, 'test', data_dir)) "
-        "or point --data_dir at a prepared one"
-    )
-    if not os.path.isdir(os.path.join(data_dir, name)):
-        raise InputError(f"tfds dataset {name!r} is not prepared in {data_dir}: {prepare_hint}")
     try:
-        # The builder class lives in iwae_tf; a prepared dataset is readable from its files.
-        builder = tfds.builder(name, data_dir=data_dir)
-        examples = builder.as_dataset(split=split, shuffle_files=False)
+        batches = data.eval_dataset(dataset, split, batch_size=4096, seed=seed, data_dir=data_dir)
+        parts = [batch.numpy() for batch in batches]
+    except (ValueError, data.DataUnavailableError) as e:
+        raise InputError(f"cannot read split {split!r} of dataset {dataset!r}: {e}") from None
     except Exception as e:  # tfds raises many types for unreadable data and bad splits.
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(
-            f"cannot read split {split!r} of tfds dataset {name!r} in {data_dir}: {first_line}"
+            f"cannot read split {split!r} of dataset {dataset!r}: {first_line}"
         ) from None
-    images = examples.map(lambda ex: tf.cast(tf.reshape(ex[feature], [-1]), tf.float32) / scale)
-    return binarize(images, seed)
+    return np.concatenate(parts) if parts else np.zeros([0, 0], np.float32)
 
 
 def load_input(width: int, metadata: dict) -> np.ndarray:
@@ -160,14 +93,21 @@ def load_input(width: int, metadata: dict) -> np.ndarray:
             x = np.load(source, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read {source}: {e}") from None
-        x = check_images(x, width, binary=not flags.FLAGS.binarize)
+        x = _checked(x, width, binary=not flags.FLAGS.binarize)
         if flags.FLAGS.binarize:
-            x = binarize(tf.data.Dataset.from_tensor_slices(x), flags.FLAGS.binarize_seed)
+            x = serving.binarize_rows(x, flags.FLAGS.binarize_seed)
     if flags.FLAGS.max_examples:
         x = x[: flags.FLAGS.max_examples]
     if len(x) == 0:
         raise InputError("the input holds no examples")
-    return check_images(x, width, binary=True)
+    return _checked(x, width, binary=True)
+
+
+def _checked(x: np.ndarray, width: int, binary: bool) -> np.ndarray:
+    try:
+        return serving.check_images(x, width, binary)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def score(signature: tf.types.experimental.ConcreteFunction, x: np.ndarray) -> np.ndarray:
@@ -190,11 +130,9 @@ def main(argv: list[str]) -> None:
     try:
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
             raise InputError(f"{path} holds no SavedModel (saved_model.pb)")
-        metadata_path = os.path.join(path, "assets", "metadata.json")
         metadata = {}
-        if os.path.exists(metadata_path):
-            with open(metadata_path) as f:
-                metadata = json.load(f)
+        if os.path.exists(os.path.join(path, "assets", serving.METADATA_FILE)):
+            metadata = serving.read_metadata(path)
         # The input is checked before the (slower) load when the metadata gives the width.
         width = metadata.get("architecture", {}).get("data_size")
         signature = None

@@ -16,9 +16,9 @@ from iwae_tf.data import (
     load_chardata,
     load_images,
     mean_image,
-    network,
     num_examples,
     omniglot,
+    reachability,
     train_dataset,
 )
 
@@ -188,7 +188,7 @@ def test_eval_dataset_binarizes_test_split_once(fake):
 
 def test_env_var_overrides_manual_dir(fake, tmp_path, monkeypatch):
     monkeypatch.setenv(omniglot.MAT_ENV_VAR, str(fake["mat"]))
-    monkeypatch.setattr(network, "unreachable_reason", _no_network_allowed)
+    monkeypatch.setattr(reachability, "unreachable_reason", _no_network_allowed)
     data_dir = str(tmp_path / "tfds")
     assert num_examples("omniglot", "test", data_dir) == NUM_TEST
     np.testing.assert_array_equal(_images(load_images("omniglot", "test", data_dir)), fake["test"])
@@ -202,7 +202,7 @@ def test_offline_without_file_raises_one_clear_error_fast(tmp_path, monkeypatch)
     monkeypatch.delenv(omniglot.MAT_ENV_VAR, raising=False)
     probed = []
     monkeypatch.setattr(
-        network, "unreachable_reason", lambda url: probed.append(url) or "no network (test)"
+        reachability, "unreachable_reason", lambda url: probed.append(url) or "no network (test)"
     )
     monkeypatch.setattr(tfds.download.DownloadManager, "download", _no_download_allowed)
     data_dir = tmp_path / "tfds"
@@ -230,7 +230,7 @@ def _no_download_allowed(self, url_or_urls):
 
 def test_failed_download_raises_data_unavailable(tmp_path, monkeypatch):
     monkeypatch.delenv(omniglot.MAT_ENV_VAR, raising=False)
-    monkeypatch.setattr(network, "unreachable_reason", lambda url: None)  # "Online".
+    monkeypatch.setattr(reachability, "unreachable_reason", lambda url: None)  # "Online".
 
     def fail(self, url_or_urls):
         raise tfds.download.DownloadError(f"Failed to get url {url_or_urls}. HTTP code: 404.")

@@ -18,8 +18,9 @@ import tf_keras as keras
 from scipy import special
 
 from iwae_tf import data, evaluation, rng
+from iwae_tf.config import TrainConfig
 from iwae_tf.model import build_model
-from iwae_tf.train import TrainConfig, load_run, train_and_evaluate
+from iwae_tf.train import load_run, train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIXELS = 20

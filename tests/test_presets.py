@@ -5,9 +5,9 @@ import os
 
 import pytest
 
+from iwae_tf.config import TrainConfig
 from iwae_tf.experiments import presets
 from iwae_tf.experiments.presets import GRIDS, PRESETS, apply_preset, published, published_nll
-from iwae_tf.train import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_REFERENCE = os.path.join(REPO, "..", "shared", "reference", "paper_results.json")

@@ -239,16 +239,6 @@ def small_model(latent_sizes, hidden_sizes):
     return model
 
 
-def test_image_grid_places_images_row_major(plots):
-    images = np.stack([np.full(784, i / 10.0) for i in range(5)])
-    grid = plots.image_grid(images, columns=3)
-    assert grid.shape == (2 * 29 - 1, 3 * 29 - 1)
-    assert grid[0, 0] == 0.0 and grid[0, 29] == pytest.approx(0.1)
-    assert grid[29, 29 + 27] == pytest.approx(0.4)
-    assert grid[28, 0] == 1.0  # The gap between rows.
-    assert grid[29 + 5, 2 * 29 + 5] == 1.0  # The empty sixth cell.
-
-
 def test_prior_samples_go_down_both_layers(plots):
     model = small_model((6, 3), ((8,), (5,)))
     samples = plots.prior_samples(model, 12, seed=1)

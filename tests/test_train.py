@@ -10,10 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 
 from iwae_tf import data
-from iwae_tf.train import TrainConfig, check_workdir, make_model, train_and_evaluate
+from iwae_tf.config import TrainConfig
+from iwae_tf.train import check_workdir, make_model, train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO, "scripts", "train.py")
@@ -50,9 +52,11 @@ def test_train_and_evaluate_writes_metrics_and_history(mnist_data_dir, tmp_path)
         eval_batch_size=25,
         data_dir=mnist_data_dir,
         export_dir=str(tmp_path / "export"),
+        tensorboard=False,
     )
     metrics = train_and_evaluate(config, str(tmp_path / "run"))
     tmp_path = tmp_path / "run"
+    assert not (tmp_path / "tensorboard").exists()  # Asked for none.
     with open(tmp_path / "metrics.json") as f:
         written = json.load(f)
     assert written == json.loads(json.dumps(metrics))
@@ -81,6 +85,57 @@ def test_check_workdir_rejects_unwritable_paths(tmp_path):
     blocker.write_text("")
     with pytest.raises(PermissionError, match="cannot create output dir"):
         check_workdir(str(blocker / "run"))
+
+
+def event_tags(log_dir):
+    """{run: {tag: number of events}} of the TensorBoard event files under log_dir."""
+    tags = {}
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        run = path.parent.relative_to(log_dir).as_posix()
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.setdefault(run, {}).setdefault(value.tag, 0)
+                tags[run][value.tag] += 1
+    return tags
+
+
+def test_tensorboard_holds_scalars_posterior_scales_and_image_grids(mnist_data_dir, tmp_path):
+    config = TrainConfig(
+        model="iwaeu",
+        k=2,
+        epochs=3,
+        steps_per_epoch=4,
+        steps_per_execution=4,
+        eval_k=2,
+        latent_sizes=(4,),
+        hidden_sizes=((16,),),
+        train_split="train[:200]",
+        test_split="test[:40]",
+        eval_batch_size=20,
+        data_dir=mnist_data_dir,
+        export_dir=str(tmp_path / "export"),
+        image_summary_epochs=2,
+    )
+    train_and_evaluate(config, str(tmp_path / "run"))
+    tags = event_tags(tmp_path / "run" / "tensorboard")
+    for name in ("loss", "iwae_bound", "elbo", "learning_rate"):
+        assert tags["train"][f"epoch_{name}"] == 3, tags["train"]
+    assert tags["validation"]["epoch_iwae_bound"] == 3
+    # Every uncertain dense layer, encoder and decoder: 2 per network here.
+    scales = sorted(t for t in tags["model"] if t.startswith("posterior_scale/"))
+    assert scales == sorted(
+        f"posterior_scale/{path}/{stat}"
+        for path in (
+            "encoder/q_h1/hidden_0",
+            "encoder/q_h1/gaussian_head",
+            "decoder/p_x/hidden_0",
+            "decoder/p_x/bernoulli_logits",
+        )
+        for stat in ("mean", "min", "max")
+    )
+    assert all(tags["model"][t] == 3 for t in scales)
+    # Images every 2 epochs and at the last: epochs 2 and 3.
+    assert tags["model"]["prior_samples"] == 2 and tags["model"]["reconstructions"] == 2
 
 
 def run_script(*args):
@@ -150,6 +205,10 @@ def test_script_end_to_end_writes_well_formed_metrics(mnist_data_dir, tmp_path):
     assert (tmp_path / "export" / "saved_model.pb").exists()
     assert metrics["export_dir"] == str(tmp_path / "export")
     assert metrics["layer_types"] == {"encoder": "deterministic", "decoder": "deterministic"}
+    # A clean log: the run's own lines on stdout, and nothing from TensorFlow, tfds or XLA
+    # (C++ INFO lines, deprecation warnings, "Ignoring Assert operator") on stderr.
+    assert result.stderr.strip() == "", result.stderr[-3000:]
+    assert result.stdout.startswith("Training iwae (k=3) on mnist train[:300], 1 epochs")
 
 
 def test_killed_run_resumes_at_its_last_epoch_with_the_schedule_in_place(mnist_data_dir, tmp_path):
@@ -223,7 +282,7 @@ def _checkpoint_tensors(run_dir):
 def test_resuming_with_other_settings_is_refused(tmp_path):
     config = TrainConfig(k=2, epochs=1)
     check_workdir(str(tmp_path), config)
-    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     check_workdir(str(tmp_path), config)  # Same settings: resumes.
     with pytest.raises(FileExistsError, match=r"other settings \(k\)"):
         check_workdir(str(tmp_path), dataclasses.replace(config, k=3))

@@ -127,7 +127,8 @@ def test_two_runs_with_one_seed_are_bit_identical_and_other_seeds_differ(mnist_d
     test in test_train.py also compares two processes bit for bit.
     """
     from iwae_tf import data
-    from iwae_tf.train import TrainConfig, make_model
+    from iwae_tf.config import TrainConfig
+    from iwae_tf.train import make_model
 
     def run(seed):
         config = TrainConfig(

@@ -9,13 +9,12 @@ Importing this package registers the `mnist_offline` and `omniglot_iwae` TFDS bu
 """
 
 from iwae_tf.data.errors import DataUnavailableError
+from iwae_tf.data.images import IMAGE_SHAPE, NUM_PIXELS
 from iwae_tf.data.mnist import MnistOffline, mnist_pickle_path
 from iwae_tf.data.omniglot import OmniglotIwae, load_chardata
 from iwae_tf.data.pipeline import (
     DATASETS,
-    NUM_PIXELS,
     binarize,
-    binarize_dynamic,
     eval_dataset,
     load_images,
     mean_image,
@@ -25,12 +24,12 @@ from iwae_tf.data.pipeline import (
 
 __all__ = [
     "DATASETS",
+    "IMAGE_SHAPE",
     "NUM_PIXELS",
     "DataUnavailableError",
     "MnistOffline",
     "OmniglotIwae",
     "binarize",
-    "binarize_dynamic",
     "eval_dataset",
     "load_chardata",
     "load_images",

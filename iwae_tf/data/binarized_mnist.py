@@ -34,6 +34,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 
 from iwae_tf.data import reachability
 from iwae_tf.data.errors import DataUnavailableError
+from iwae_tf.data.images import NUM_PIXELS
 
 BUILDER_NAME = "binarized_mnist"
 """The TFDS builder (TFDS' own, version 1.0.0)."""
@@ -49,8 +50,6 @@ SOURCE_FILES = (
 
 SPLIT_SIZES = {"train": 50_000, "validation": 10_000, "test": 10_000}
 """Examples per split of the prepared dataset."""
-
-NUM_PIXELS = 784
 
 
 def decode(image: tf.Tensor) -> tf.Tensor:

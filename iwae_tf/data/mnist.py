@@ -30,11 +30,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from iwae_tf.data.errors import DataUnavailableError
+from iwae_tf.data.images import NUM_PIXELS
 
 PICKLE_ENV_VAR = "IWAE_TF_MNIST_PKL"
 """Environment variable that, when set, overrides the location of `mnist.pkl.gz`."""
 
-NUM_PIXELS = 784
 PIXEL_SCALE = 256.0
 """The pickle stores byte `k` as `k / PIXEL_SCALE`; the builder recovers and stores `k`."""
 

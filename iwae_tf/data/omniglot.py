@@ -40,6 +40,7 @@ import tensorflow_datasets as tfds
 
 from iwae_tf.data import reachability
 from iwae_tf.data.errors import DataUnavailableError
+from iwae_tf.data.images import NUM_PIXELS
 
 MAT_ENV_VAR = "IWAE_TF_OMNIGLOT_MAT"
 """Environment variable that, when set, is the path of `chardata.mat` to build from."""
@@ -49,7 +50,6 @@ FILENAME = "chardata.mat"
 CHARDATA_URL = "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/chardata.mat"
 """The authors' file (`https://raw.github.com/yburda/iwae/...` redirects here)."""
 
-NUM_PIXELS = 784
 IMAGE_SIDE = 28
 NUM_TRAIN = 24_345
 NUM_TEST = 8_070

@@ -38,13 +38,14 @@ import tensorflow_datasets as tfds
 from iwae_tf import rng
 from iwae_tf.data import binarized_mnist
 from iwae_tf.data.errors import DataUnavailableError
+from iwae_tf.data.images import NUM_PIXELS
+from iwae_tf.rng import bernoulli as binarize  # The data's name for a Bernoulli draw.
 
 __all__ = [
     "DATASETS",
     "NUM_PIXELS",
     "DataUnavailableError",
     "binarize",
-    "binarize_dynamic",
     "eval_dataset",
     "load_images",
     "mean_image",
@@ -59,8 +60,13 @@ def _uint8_over_255(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(image, tf.float32) / 255.0
 
 
-def _float32_pixels(image: tf.Tensor) -> tf.Tensor:
-    return tf.ensure_shape(image, [NUM_PIXELS])
+def _mnist_bytes(stored: tf.Tensor) -> tf.Tensor:
+    return _uint8_over_255(tf.ensure_shape(tf.io.decode_raw(stored, tf.uint8), [NUM_PIXELS]))
+
+
+def _omniglot_zlib(stored: tf.Tensor) -> tf.Tensor:
+    pixels = tf.io.decode_raw(tf.io.decode_compressed(stored, compression_type="ZLIB"), tf.float32)
+    return tf.ensure_shape(pixels, [NUM_PIXELS])
 
 
 def _download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
@@ -74,33 +80,38 @@ class _Source:
     Attributes:
         builder: TFDS builder name.
         module: Module defining the builder; imported on demand so that it registers itself.
-        decode: Maps the stored `image` feature to float32 `[784]` intensities in `[0, 1]`.
+        decode: Maps the `image` feature to float32 `[784]` intensities in `[0, 1]`.
             Statically binarized data may decode to {0, 1}: Bernoulli binarization keeps it
             unchanged, so the same pipelines work for it.
         prepare: Prepares the builder's data, raising `DataUnavailableError` if it cannot.
+        stored_bytes: `decode` takes the feature's stored bytes (tfds' decoding skipped). Our
+            builders store images as raw or zlib bytes, and tfds 4.9's own decoding of such
+            tensors reads a deprecated field and logs a warning on every pipeline it builds.
     """
 
     builder: str
     module: str
     decode: Callable[[tf.Tensor], tf.Tensor]
     prepare: Callable[[tfds.core.DatasetBuilder], None] = _download_and_prepare
+    stored_bytes: bool = False
 
 
 _SOURCES: dict[str, _Source] = {
-    "mnist": _Source("mnist_offline", "iwae_tf.data.mnist", _uint8_over_255),
+    "mnist": _Source("mnist_offline", "iwae_tf.data.mnist", _mnist_bytes, stored_bytes=True),
     "binarized_mnist": _Source(
         binarized_mnist.BUILDER_NAME,
         "iwae_tf.data.binarized_mnist",
         binarized_mnist.decode,
         binarized_mnist.prepare,
     ),
-    "omniglot": _Source("omniglot_iwae", "iwae_tf.data.omniglot", _float32_pixels),
+    "omniglot": _Source(
+        "omniglot_iwae", "iwae_tf.data.omniglot", _omniglot_zlib, stored_bytes=True
+    ),
 }
 
 DATASETS: tuple[str, ...] = tuple(_SOURCES)
 """Names accepted by the functions of this module."""
 
-NUM_PIXELS = 784
 _AUTOTUNE = tf.data.AUTOTUNE
 _MEAN_BATCH = 10_000
 _ALL = 2**62  # A batch size that takes a whole split.
@@ -150,43 +161,9 @@ def load_images(dataset: str, split: str, data_dir: str | None = None) -> tf.dat
     """
     source = _source(dataset)
     builder = _prepared_builder(dataset, data_dir)
-    examples = builder.as_dataset(split=split, shuffle_files=False)
+    decoders = {"image": tfds.decode.SkipDecoding()} if source.stored_bytes else None
+    examples = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
     return examples.map(lambda ex: source.decode(ex["image"]), num_parallel_calls=_AUTOTUNE)
-
-
-def binarize(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Draws Bernoulli(intensity) pixels, deterministically given `seed`.
-
-    Args:
-        images: float32 intensities in `[0, 1]`, any shape.
-        seed: Stateless seed, shape `[2]`, int32 or int64.
-
-    Returns:
-        float32 tensor of `images`' shape with values in {0, 1}.
-    """
-    uniform = tf.random.stateless_uniform(
-        tf.shape(images), seed=seed, alg=tf.random.Algorithm.PHILOX
-    )
-    # u < p has probability p for u ~ U[0, 1), and keeps 0 and 1 fixed.
-    return tf.cast(uniform < images, tf.float32)
-
-
-def binarize_dynamic(images: tf.data.Dataset, seed: int) -> tf.data.Dataset:
-    """Binarizes each element with a new draw on every iteration over the dataset.
-
-    Elements may be single images or batches. Each element gets its own stateless seed from
-    `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, so the draws are
-    reproducible given `seed` yet differ from one epoch (iterator) to the next.
-
-    Args:
-        images: Dataset of float32 intensities in `[0, 1]`.
-        seed: Seed of the per-element seed stream.
-
-    Returns:
-        Dataset of float32 {0, 1} tensors shaped like `images`' elements.
-    """
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip((images, seeds)).map(binarize, num_parallel_calls=_AUTOTUNE)
 
 
 def train_dataset(

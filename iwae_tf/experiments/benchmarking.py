@@ -54,7 +54,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from iwae_tf import layers as dense_layers
-from iwae_tf import networks, schedules
+from iwae_tf import networks, rng, schedules
 from iwae_tf.data import pipeline
 from iwae_tf.experiments import presets
 from iwae_tf.model import ImportanceWeightedAutoencoder, build_model
@@ -349,7 +349,7 @@ class BenchmarkConfig:
       hidden_sizes: Hidden sizes of each stochastic layer.
       jit_compile: XLA-compile the step; None chooses as `iwae_tf.train.make_model` does
         without a tf.distribute strategy (on for every variant).
-      steps_per_execution: Train steps per tf.function call (`train.TrainConfig` uses 100).
+      steps_per_execution: Train steps per tf.function call (`TrainConfig` uses 100).
       warmup_executions: Untimed executions first (tracing, XLA compilation, shuffle buffer).
       repeats: Timed executions of `steps_per_execution` steps each; results are medians.
       matmul_repeats: Repeats of the matmul-rate probe run after the timing, in the same process.
@@ -412,12 +412,15 @@ def synthetic_dataset(
     Returns:
       An infinite dataset of float32 {0, 1} batches [batch_size, data_size].
     """
-    rng = np.random.default_rng(seed)
-    intensities = rng.random((num_examples, data_size), dtype=np.float32)
+    intensities = np.random.default_rng(seed).random((num_examples, data_size), dtype=np.float32)
     images = tf.data.Dataset.from_tensor_slices(intensities).cache()
     images = images.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True).repeat()
     batches = images.batch(batch_size, drop_remainder=True)
-    return pipeline.binarize_dynamic(batches, seed).prefetch(tf.data.AUTOTUNE)
+    base = rng.from_int(seed, rng.TRAIN_STREAM)
+    binary = batches.enumerate().map(
+        lambda j, x: rng.bernoulli(x, rng.fold_in(base, j)), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return binary.prefetch(tf.data.AUTOTUNE)
 
 
 def make_benchmark_model(config: BenchmarkConfig) -> ImportanceWeightedAutoencoder:

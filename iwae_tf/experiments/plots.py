@@ -3,11 +3,12 @@
 All drawing uses matplotlib's Agg canvas directly (no pyplot, no global backend state), so it
 works headless and inside tests. The images are Bernoulli means, not binary draws:
 
-* prior samples: ancestral sampling down the generative model, h_L ~ N(0, I), then for a
-  2-layer model h_1 ~ p(h_1 | h_2) (a draw, not its mean), and finally the pixel means
-  sigmoid(logits of p(x | h_1)), as is usual for binarized-MNIST figures (Burda et al. 2016,
-  Kingma & Welling 2014);
-* reconstructions: the pixel means of p(x | h_1 = E_q[h_1 | x]), the encoder's mean;
+* prior samples: ancestral sampling down the generative model (`Decoder.sample`), h_L ~ N(0, I),
+  then for a 2-layer model h_1 ~ p(h_1 | h_2) (a draw, not its mean), and finally the pixel
+  means sigmoid(logits of p(x | h_1)), as is usual for binarized-MNIST figures (Burda et al.
+  2016, Kingma & Welling 2014);
+* reconstructions: the pixel means of p(x | h_1 = E_q[h_1 | x]), the encoder's mean, with
+  both networks' weights at their posterior means;
 * the 2-D manifold (Kingma & Welling 2014, Fig. 4): for a model with one stochastic layer of 2
   latents, the pixel means of p(x | z) at z = (Phi^-1(u), Phi^-1(v)) on a grid of (u, v) in
   (0, 1), Phi the standard normal CDF, so the grid covers the prior's mass evenly;
@@ -22,7 +23,7 @@ from __future__ import annotations
 import csv
 import os
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -32,8 +33,7 @@ from matplotlib.ticker import MaxNLocator
 
 from iwae_tf import rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
-
-IMAGE_SHAPE = (28, 28)
+from iwae_tf.summaries import image_grid, interleave_rows
 
 
 def read_history(path: str) -> dict[str, np.ndarray]:
@@ -95,23 +95,6 @@ def plot_learning_curves(histories: Mapping[str, str], path: str, train_curves: 
     return _save(fig, path)
 
 
-def image_grid(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
-    """Tiles [n, 784] images into one [rows * 29 - 1, columns * 29 - 1] array, row-major.
-
-    Neighbouring images are separated by `pad` pixels of value 1 (drawn black), as are empty
-    cells.
-    """
-    images = np.asarray(images).reshape((-1, *IMAGE_SHAPE))
-    rows = -(-len(images) // columns)
-    height, width = IMAGE_SHAPE
-    grid = np.ones((rows * (height + pad) - pad, columns * (width + pad) - pad), np.float32)
-    for i, image in enumerate(images):
-        row, column = divmod(i, columns)
-        top, left = row * (height + pad), column * (width + pad)
-        grid[top : top + height, left : left + width] = image
-    return grid
-
-
 def save_image_grid(images: np.ndarray, path: str, columns: int, title: str) -> str:
     """Saves [n, 784] intensities in [0, 1] as a grey-scale grid PNG (black = 1)."""
     grid = image_grid(images, columns)
@@ -123,50 +106,29 @@ def save_image_grid(images: np.ndarray, path: str, columns: int, title: str) -> 
     return _save(fig, path)
 
 
-def _decode_means(
-    model: ImportanceWeightedAutoencoder, latents: Sequence[tf.Tensor], seed: tf.Tensor
-) -> np.ndarray:
-    logits, _ = model.decoder(list(latents), seed=seed)
-    return tf.sigmoid(logits).numpy()
-
-
 def prior_samples(
     model: ImportanceWeightedAutoencoder, num_samples: int, seed: int = 0
 ) -> np.ndarray:
-    """Pixel means of ancestral samples from the generative model.
-
-    h_L ~ N(0, I); each lower layer is drawn from p(h_l | h_{l+1}); the images are
-    sigmoid(logits of p(x | h_1)).
+    """Pixel means of ancestral samples from the generative model (`Decoder.sample`).
 
     Args:
       model: A trained model.
       num_samples: Images to draw.
-      seed: Seed of the latent draws.
+      seed: Seed of the draws (the same images as the SavedModel's `sample` for this seed).
 
     Returns:
       [num_samples, pixels] intensities in [0, 1].
     """
-    sizes = model.decoder.latent_sizes
-    *seeds, weight_seed = rng.split(rng.from_int(seed), len(sizes) + 1)
-    latents = [tf.zeros([num_samples, size]) for size in sizes]
-    latents[-1] = tf.random.stateless_normal([num_samples, sizes[-1]], seeds[-1])
-    for layer in reversed(range(len(sizes) - 1)):
-        # The decoder's p(h_l | h_{l+1}) depends only on h_{l+1}, already drawn; the zeros
-        # standing in for the layers below do not affect it.
-        _, conditionals = model.decoder(latents, seed=weight_seed)
-        gaussian = conditionals[layer]
-        noise = tf.random.stateless_normal(tf.shape(gaussian.mean), seeds[layer])
-        latents[layer] = gaussian.mean + gaussian.std * noise
-    return _decode_means(model, latents, weight_seed)
+    model_seed, _ = rng.split(rng.from_int(seed), 2)
+    return tf.sigmoid(model.decoder.sample(num_samples, model_seed).logits).numpy()
 
 
 def reconstructions(model: ImportanceWeightedAutoencoder, x: np.ndarray | tf.Tensor) -> np.ndarray:
-    """Pixel means of p(x | h_1 = E_q[h_1 | x]) for a batch of binary images [batch, pixels]."""
-    x = tf.convert_to_tensor(x, tf.float32)
-    seed = rng.from_int(0)
-    posterior = model.encoder(x, num_samples=1, seed=seed)
-    latents = [tf.reshape(q.mean, [-1, q.mean.shape[-1]]) for _, q in posterior]
-    return _decode_means(model, latents, seed)
+    """Pixel means of p(x | h_1 = E_q[h_1 | x]) for a batch of binary images [batch, pixels].
+
+    No draw: both networks use their posterior-mean weights.
+    """
+    return model.reconstruct(x).numpy()
 
 
 def latent_manifold(model: ImportanceWeightedAutoencoder, points_per_axis: int = 20) -> np.ndarray:
@@ -186,7 +148,7 @@ def latent_manifold(model: ImportanceWeightedAutoencoder, points_per_axis: int =
     normal = statistics.NormalDist()
     axis = [normal.inv_cdf(u) for u in np.linspace(0.05, 0.95, points_per_axis)]
     z = np.array([(z1, z2) for z2 in reversed(axis) for z1 in axis], np.float32)
-    return _decode_means(model, [tf.constant(z)], rng.from_int(0))
+    return model.decoder.decode(tf.constant(z)).numpy()
 
 
 def plot_prior_samples(
@@ -203,17 +165,10 @@ def plot_reconstructions(
 ) -> str:
     """Saves data (odd rows) above their reconstructions (even rows), 10 per row pair."""
     x = np.asarray(x, np.float32)
-    recon = reconstructions(model, x)
     columns = 10
-    pairs = []
-    for start in range(0, len(x), columns):
-        block = slice(start, start + columns)
-        data_row, recon_row = x[block], recon[block]
-        pad = columns - len(data_row)
-        blank = np.zeros((pad, x.shape[1]), np.float32)
-        pairs += [np.concatenate([data_row, blank]), np.concatenate([recon_row, blank])]
+    rows = interleave_rows(x, reconstructions(model, x), columns)
     title = "Data (rows 1, 3, ...) and reconstructions: p(x | h1 = E_q[h1|x])"
-    return save_image_grid(np.concatenate(pairs), path, columns=columns, title=title)
+    return save_image_grid(rows, path, columns=columns, title=title)
 
 
 def plot_latent_manifold(

@@ -1,6 +1,6 @@
 """Every published configuration in one place: named presets, grids of them, published figures.
 
-A preset is a name for a dict of `iwae_tf.train.TrainConfig` overrides; `apply_preset` turns it
+A preset is a name for a dict of `iwae_tf.config.TrainConfig` overrides; `apply_preset` turns it
 into a config. Two tables are covered:
 
 * Burda, Grosse & Salakhutdinov (2016), Table 1: `burda_{dataset}_{1l|2l}_{vae|iwae}_k{1|5|50}`
@@ -32,12 +32,10 @@ import functools
 import importlib.resources
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from iwae_tf import schedules
-
-if TYPE_CHECKING:
-    from iwae_tf.train import TrainConfig
+from iwae_tf.config import TrainConfig
 
 PAPER_RESULTS_FILE = "paper_results.json"
 
@@ -238,10 +236,6 @@ def apply_preset(name: str, **overrides: Any) -> TrainConfig:
     Raises:
       ValueError: Unknown preset or field, or an inconsistent schedule (`resolve_overrides`).
     """
-    # Imported here, not at the top: iwae_tf.train may import this package's schedules and
-    # should be free to import presets without a cycle.
-    from iwae_tf.train import TrainConfig
-
     values = preset_overrides(name)
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     for key in overrides:

@@ -42,6 +42,7 @@ from typing import Any
 from absl import logging
 
 from iwae_tf import data, evaluation, schedules, train
+from iwae_tf.config import TrainConfig
 from iwae_tf.experiments import presets
 
 RUNS_DIR = "runs"
@@ -134,7 +135,7 @@ class Budget:
         return flags
 
 
-def describe_budget(config: train.TrainConfig) -> str:
+def describe_budget(config: TrainConfig) -> str:
     """The training budget of a config in words, e.g. "burda 3 stages = 13 epochs"."""
     if config.schedule == "burda":
         text = f"burda {config.stages} stages = {config.epochs} epochs"
@@ -151,7 +152,7 @@ def run_config(
     eval_k: int,
     overrides: dict[str, Any] | None = None,
     run_dir: str | None = None,
-) -> train.TrainConfig:
+) -> TrainConfig:
     """The TrainConfig of one grid cell: the preset, under the budget, with the overrides.
 
     With `run_dir`, the run's SavedModel export goes inside it (run_dir/export), so a grid
@@ -188,15 +189,15 @@ def default_active_units_fn() -> ActiveUnitsFn | None:
     return getattr(evaluation, "active_units", None)
 
 
-def _check_resumable(run_dir: str, config: train.TrainConfig) -> None:
+def _check_resumable(run_dir: str, config: TrainConfig) -> None:
     path = os.path.join(run_dir, train.CONFIG_FILE)
     if not os.path.exists(path):
         return
     with open(path) as f:
-        stored = json.load(f)
-    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
-    differing = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-    if differing:
+        stored = TrainConfig.from_dict(json.load(f))
+    if stored != config:
+        wanted, found = config.to_dict(), stored.to_dict()
+        differing = sorted(name for name in wanted if wanted[name] != found[name])
         raise ValueError(
             f"{run_dir} holds a run with another config (differs in {', '.join(differing)}); "
             "use another output_dir for another budget or setting"
@@ -218,7 +219,7 @@ def _write_json(path: str, values: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _plot_paths(plot_dir: str, config: train.TrainConfig) -> dict[str, str]:
+def _plot_paths(plot_dir: str, config: TrainConfig) -> dict[str, str]:
     paths = {
         "prior_samples": os.path.join(plot_dir, "prior_samples.png"),
         "reconstructions": os.path.join(plot_dir, "reconstructions.png"),
@@ -257,7 +258,7 @@ def analyse_run(
     need_nll = "train_nll" not in cached
     need_active = cached.get("active_units") is None and active_units_fn is not None
     with open(os.path.join(run_dir, train.CONFIG_FILE)) as f:
-        config = train.config_from_dict(json.load(f))
+        config = TrainConfig.from_dict(json.load(f))
     plots = _plot_paths(plot_dir, config) if plot_dir else {}
     missing_plots = {name: p for name, p in plots.items() if not os.path.exists(p)}
     if not (need_nll or need_active or missing_plots):
@@ -305,7 +306,7 @@ def _format_units(units: Sequence[int] | None) -> str:
 
 def _row(
     preset: str,
-    config: train.TrainConfig,
+    config: TrainConfig,
     metrics: dict[str, Any],
     analysis: dict[str, Any],
     command: str,

@@ -1,0 +1,334 @@
+"""TrainConfig: every setting of a training run, stated once.
+
+Each field carries its own help text, bounds and choices (`setting`), and everything else is
+derived from them: the class docstring's attribute list, `TrainConfig.validate`, the JSON form
+written to config.json (`to_dict` / `from_dict`) and the absl flags of the scripts
+(`define_flags` / `flag_overrides`). A new setting is therefore one edit: a field here.
+
+Sequences on the command line: `--latent_sizes=100,50` (bottom first) and
+`--hidden_sizes=200,200/100,100` (one comma-separated list per stochastic layer, joined by '/').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from absl import flags
+
+from iwae_tf import data, layers, schedules
+from iwae_tf.model import VARIANTS
+
+STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
+"""tf.distribute strategies a run can use (see `iwae_tf.train.make_strategy`)."""
+
+_LAYER_SEPARATOR = "/"
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    minimum: float | None = None,
+    positive: bool = False,
+    choices: Callable[[], Sequence[str]] | None = None,
+) -> Any:
+    """A TrainConfig field with its documentation and the checks `validate` applies.
+
+    Args:
+      default: The default value.
+      doc: One sentence for the docstring and the flag's --help.
+      minimum: Smallest valid value (None values are always valid).
+      positive: The value must be > 0.
+      choices: Returns the valid values (called lazily, at validation or flag definition).
+    """
+    metadata = {"help": doc, "minimum": minimum, "positive": positive, "choices": choices}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    dataset: str = setting(
+        "mnist", "Dataset name, one of `iwae_tf.data.DATASETS`.", choices=lambda: data.DATASETS
+    )
+    model: str = setting(
+        "iwae", "Model variant, one of `iwae_tf.model.VARIANTS`.", choices=lambda: VARIANTS
+    )
+    k: int = setting(5, "Importance samples per example in training.", minimum=1)
+    epochs: int = setting(3, "Passes over the training set.", minimum=1)
+    batch_size: int = setting(20, "Examples per training step.", minimum=1)
+    learning_rate: float = setting(1e-3, "Adam learning rate.", positive=True)
+    steps_per_epoch: int | None = setting(
+        None, "Optional cap on the training steps of each epoch.", minimum=1
+    )
+    seed: int = setting(
+        0,
+        "Seed of everything random in the run: weight initialization, the training data's order "
+        "and binarization, every draw of the train and validation steps (latents and uncertain "
+        "weights, keyed by the step counter, see `iwae_tf.rng`) and the final test-NLL estimate. "
+        "The test set's binarization has its own fixed seed, so that scores compare across runs.",
+    )
+    eval_k: int = setting(1000, "Importance samples per example for the final test NLL.", minimum=1)
+    latent_sizes: tuple[int, ...] = setting(
+        (50,), "Sizes of the stochastic layers, bottom first.", minimum=1
+    )
+    hidden_sizes: tuple[tuple[int, ...], ...] = setting(
+        ((200, 200),), "Hidden layer sizes of each stochastic layer, bottom first.", minimum=1
+    )
+    uncertain_layer_kind: str = setting(
+        "local_reparameterization",
+        "Layer kind of the uncertain networks of iwaeu* models (see `iwae_tf.layers`).",
+        choices=lambda: layers.LAYER_KINDS,
+    )
+    init_scale: float = setting(
+        layers.DEFAULT_INIT_SCALE, "Initial posterior std of uncertain weights.", positive=True
+    )
+    kl_weight: float = setting(
+        0.0,
+        "Weight of the weight-prior KL(q(W) || p(W)) / N_train in the loss (0: none).",
+        minimum=0,
+    )
+    prior_scale: float = setting(
+        1.0, "Std of the N(0, s^2) weight prior of that KL.", positive=True
+    )
+    train_split: str = setting("train", 'tfds split to train on (slices like "train[:1000]" work).')
+    test_split: str = setting(
+        "test", "tfds split to report the NLL on; binarized once, with a fixed seed."
+    )
+    eval_batch_size: int = setting(100, "Examples per evaluation batch.", minimum=1)
+    data_dir: str | None = setting(None, "tfds data directory (None: the tfds default).")
+    jit_compile: bool | None = setting(
+        None,
+        "XLA-compile the train step; None picks what measured faster on CPU: on for every "
+        "variant, off under tf.distribute, whose collectives XLA cannot compile on CPU.",
+    )
+    steps_per_execution: int = setting(
+        100,
+        "Train steps per tf.function call; more steps amortize Keras' per-call overhead, which "
+        "dominates small models like the paper's.",
+        minimum=1,
+    )
+    schedule: str = setting(
+        "constant",
+        'Learning-rate schedule: "constant", or "burda" (Burda et al.: 3^i passes at '
+        "learning_rate * 10^(-i/7) for stage i = 0..stages-1; sets the number of epochs).",
+        choices=lambda: schedules.SCHEDULES,
+    )
+    stages: int = setting(
+        8, 'Stages of the "burda" schedule (8: the paper\'s 3280 epochs).', minimum=1
+    )
+    strategy: str = setting(
+        "default",
+        "tf.distribute strategy; multi_worker reads the cluster from TF_CONFIG (see BUILD.md).",
+        choices=lambda: STRATEGIES,
+    )
+    export_dir: str | None = setting(
+        None,
+        "Where the trained SavedModel goes; None: exported/<name of the output dir>, relative "
+        "to the current directory.",
+    )
+    tensorboard: bool = setting(
+        True,
+        "Write TensorBoard summaries to <output dir>/tensorboard: per-epoch bounds, learning "
+        "rate and weight-posterior scales, and image grids (see `image_summary_epochs`).",
+    )
+    image_summary_epochs: int = setting(
+        10,
+        "Epochs between TensorBoard grids of prior samples and reconstructions (the last "
+        "epoch always gets one).",
+        minimum=1,
+    )
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad setting."""
+        for field in dataclasses.fields(self):
+            _check(field, getattr(self, field.name))
+        if len(self.latent_sizes) != len(self.hidden_sizes):
+            raise ValueError("latent_sizes and hidden_sizes need one entry per stochastic layer")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Rebuilds a config from `to_dict`'s form; missing fields take their defaults.
+
+        Raises:
+          ValueError: A key that is no TrainConfig field.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
+        values = dict(values)
+        if "latent_sizes" in values:
+            values["latent_sizes"] = tuple(values["latent_sizes"])
+        if "hidden_sizes" in values:
+            values["hidden_sizes"] = tuple(tuple(h) for h in values["hidden_sizes"])
+        return cls(**values)
+
+
+def _document(cls: type) -> None:
+    lines = [cls.__doc__ or "", "", "Attributes:"]
+    for field in dataclasses.fields(cls):
+        lines.append(f"  {field.name}: {field.metadata['help']}")
+    cls.__doc__ = "\n".join(lines)
+
+
+_document(TrainConfig)
+
+
+def _values(value: Any) -> Iterable[Any]:
+    """The scalars inside a (possibly nested) tuple setting."""
+    if isinstance(value, tuple):
+        for item in value:
+            yield from _values(item)
+    else:
+        yield value
+
+
+def _check(field: dataclasses.Field, value: Any) -> None:
+    if value is None:
+        return
+    meta = field.metadata
+    choices = meta["choices"]
+    if choices is not None and value not in choices():
+        raise ValueError(f"unknown {field.name} {value!r}; expected one of {sorted(choices())}")
+    for item in _values(value):
+        if meta["minimum"] is not None and item < meta["minimum"]:
+            raise ValueError(f"{field.name} must be >= {meta['minimum']}, got {value}")
+        if meta["positive"] and not item > 0:
+            raise ValueError(f"{field.name} must be > 0, got {value}")
+
+
+# ------------------------------------------------------------------------------ absl flags
+
+
+def _parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise flags.ValidationError(f"expected comma-separated integers, got {text!r}") from None
+
+
+class _SizesParser(flags.ArgumentParser):
+    """`100,50` -> (100, 50)."""
+
+    def parse(self, argument: Any) -> tuple[int, ...]:
+        return argument if isinstance(argument, tuple) else _parse_sizes(argument)
+
+    def flag_type(self) -> str:
+        return "comma-separated integers"
+
+
+class _NestedSizesParser(flags.ArgumentParser):
+    """`200,200/100,100` -> ((200, 200), (100, 100))."""
+
+    def parse(self, argument: Any) -> tuple[tuple[int, ...], ...]:
+        if isinstance(argument, tuple):
+            return argument
+        return tuple(_parse_sizes(part) for part in argument.split(_LAYER_SEPARATOR))
+
+    def flag_type(self) -> str:
+        return f"integer lists joined by {_LAYER_SEPARATOR!r}"
+
+
+def _format_sizes(value: tuple) -> str:
+    if value and isinstance(value[0], tuple):
+        return _LAYER_SEPARATOR.join(_format_sizes(v) for v in value)
+    return ",".join(str(v) for v in value)
+
+
+def define_flags(
+    names: Sequence[str] | None = None,
+    *,
+    defaults: bool = True,
+    flag_values: flags.FlagValues = flags.FLAGS,
+    config_class: type[TrainConfig] = TrainConfig,
+) -> None:
+    """Defines one absl flag per TrainConfig field, typed and documented from the field.
+
+    Args:
+      names: The fields to define flags for (default: all).
+      defaults: Give each flag its field's default; False leaves every default None, for
+        scripts whose flags override other configs (presets, grids).
+      flag_values: The FlagValues to define them in.
+      config_class: TrainConfig, or a subclass with more fields.
+    """
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        if names is not None and field.name not in names:
+            continue
+        default = field.default if defaults else None
+        kind = _base_type(hints[field.name])
+        help_text = field.metadata["help"]
+        choices = field.metadata["choices"]
+        common = {"name": field.name, "default": default, "help": help_text}
+        minimum = field.metadata["minimum"]
+        if choices is not None:
+            flags.DEFINE_enum(enum_values=list(choices()), flag_values=flag_values, **common)
+        elif kind is bool:
+            flags.DEFINE_boolean(flag_values=flag_values, **common)
+        elif kind is int:
+            flags.DEFINE_integer(lower_bound=minimum, flag_values=flag_values, **common)
+        elif kind is float:
+            flags.DEFINE_float(lower_bound=minimum, flag_values=flag_values, **common)
+        elif kind is str:
+            flags.DEFINE_string(flag_values=flag_values, **common)
+        elif field.name == "latent_sizes":
+            _define_sizes(_SizesParser(), common, flag_values)
+        elif field.name == "hidden_sizes":
+            _define_sizes(_NestedSizesParser(), common, flag_values)
+        else:  # A new field of a new type needs a parser here.
+            raise TypeError(f"no flag type for {field.name}: {hints[field.name]}")
+        if field.metadata["positive"]:
+            flags.register_validator(
+                field.name,
+                lambda value: value is None or value > 0,
+                message=f"--{field.name} must be > 0",
+                flag_values=flag_values,
+            )
+
+
+def _define_sizes(
+    parser: flags.ArgumentParser, common: dict, flag_values: flags.FlagValues
+) -> None:
+    default = common["default"]
+    flags.DEFINE(
+        parser,
+        common["name"],
+        None if default is None else _format_sizes(default),
+        common["help"],
+        flag_values=flag_values,
+        serializer=flags.ArgumentSerializer(),
+    )
+
+
+def _base_type(hint: Any) -> Any:
+    """int for `int | None`, and so on; tuple for tuple types."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return tuple
+    if args and origin is not tuple:
+        return _base_type(args[0])
+    return hint
+
+
+def flag_overrides(
+    names: Sequence[str] | None = None,
+    flag_values: flags.FlagValues = flags.FLAGS,
+    config_class: type[TrainConfig] = TrainConfig,
+) -> dict[str, Any]:
+    """The TrainConfig fields whose flags were given on the command line, with their values."""
+    fields = [f.name for f in dataclasses.fields(config_class)]
+    return {
+        name: flag_values[name].value
+        for name in fields
+        if (names is None or name in names) and name in flag_values and flag_values[name].present
+    }

@@ -1,0 +1,308 @@
+"""Loading an exported model and checking its inputs: TensorFlow alone, no Keras, no TFP.
+
+`load_exported(path)` reads a SavedModel written by `iwae_tf.export` into an `ExportedModel`
+(numpy in, numpy out); `scripts/score.py` scores files with it. Importing this module loads
+only TensorFlow, numpy and `iwae_tf.rng`, so a machine that scores needs none of the training
+code's dependencies (the package's `__init__` imports its submodules lazily).
+
+**Bad input.** Each of these is rejected by the exported signatures with an in-graph assertion
+(`assert_images`; an InvalidArgumentError whose message starts with the text below) and, with
+a ValueError carrying the same text, by `check_images` on the host, which `ExportedModel` and
+`scripts/score.py` call before any model call:
+
+    wrong rank         "x must have rank 2, [N, 784]"
+    wrong width        "x must have 784 columns (flattened images)"
+    NaN or inf         "x contains NaN or inf"
+    outside [0, 1]     "x has values outside [0, 1]"
+    not binary         "x is not binary"
+    k < 1, n < 0       "k must be >= 1", "n must be >= 0"
+
+A non-float dtype can never reach the graph: the signature's float32 input type rejects it
+(TensorFlow's own InvalidArgumentError "... expected to be a float tensor but is a int64
+tensor"), and `check_images` says "x must be a float array". Float16/64 inputs are converted
+to float32.
+
+Grey inputs (values strictly inside (0, 1)) are rejected by default: scoring an intensity
+image as if it were binary data gives a meaningless number. On request (`binarize=True`,
+`scripts/score.py --binarize`) they are binarized as the test set is (`iwae_tf.data.
+eval_dataset`): row i becomes Bernoulli(intensity) with the stateless seed (binarize_seed, i).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from iwae_tf import rng
+
+METADATA_FILE = "metadata.json"
+
+MSG_RANK = "x must have rank 2, [N, {width}]"
+MSG_WIDTH = "x must have {width} columns (flattened images)"
+MSG_DTYPE = "x must be a float array"
+MSG_NONFINITE = "x contains NaN or inf"
+MSG_RANGE = "x has values outside [0, 1]"
+MSG_BINARY = "x is not binary"
+GREY_HINT = (
+    "grey values are rejected; binarize them first (ExportedModel.score(binarize=True), "
+    "scripts/score.py --binarize)"
+)
+INPUT_POLICY = (
+    "x must be float32 [N, D] with values exactly 0 or 1. Rejected, with an error naming the "
+    "problem: wrong rank or width, a non-float dtype, NaN or inf, values outside [0, 1], and "
+    "grey (non-binary) values. Grey images are binarized only on request, as Bernoulli("
+    "intensity) with stateless seed (binarize_seed, row index), like the test set."
+)
+
+
+def check_images(x: Any, width: int, binary: bool = True) -> np.ndarray:
+    """Validates a batch of flattened images on the host; returns it as float32.
+
+    Args:
+      x: Array-like [N, width].
+      width: Expected number of columns D.
+      binary: Whether values must be exactly 0 or 1 (else only within [0, 1]).
+
+    Returns:
+      x as a float32 numpy array.
+
+    Raises:
+      ValueError: With one of the documented messages (see the module docstring).
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{MSG_RANK.format(width=width)}; got shape {x.shape}")
+    if x.shape[1] != width:
+        raise ValueError(f"{MSG_WIDTH.format(width=width)}; got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{MSG_DTYPE} (float32 in {{0, 1}}); got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"{MSG_NONFINITE}: {int(bad.sum())} values, first x[{row}, {col}]")
+    outside = (x < 0) | (x > 1)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        raise ValueError(
+            f"{MSG_RANGE}: min {x.min():g}, max {x.max():g}, first x[{row}, {col}] = "
+            f"{x[row, col]:g}"
+        )
+    if binary:
+        grey = (x != 0) & (x != 1)
+        if grey.any():
+            row, col = np.argwhere(grey)[0]
+            raise ValueError(
+                f"{MSG_BINARY}: {int(grey.sum())} values strictly between 0 and 1, first "
+                f"x[{row}, {col}] = {x[row, col]:g}; {GREY_HINT}"
+            )
+    return x
+
+
+def binarize_rows(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Row i becomes Bernoulli(x_i) with stateless seed (seed, i), as `data.eval_dataset` does.
+
+    Args:
+      x: [N, D] float intensities in [0, 1] (check them first with `check_images`).
+      seed: The binarization seed (0 is the test set's).
+
+    Returns:
+      [N, D] float32 array of 0s and 1s.
+    """
+    base = tf.constant(seed, tf.int64)
+    rows = (
+        tf.data.Dataset.from_tensor_slices(np.asarray(x, np.float32))
+        .enumerate()
+        .map(lambda i, row: rng.bernoulli(row, tf.stack([base, i])))
+        .batch(4096)
+    )
+    parts = [batch.numpy() for batch in rows]
+    return np.concatenate(parts) if parts else np.zeros_like(x, np.float32)
+
+
+def _runtime_rank(x: tf.Tensor) -> tf.Tensor:
+    # Not tf.rank(x): Grappler folds it to the signature's static rank 2, yet a SavedModel
+    # signature does not enforce its input shapes, so a caller can feed any rank. Counting
+    # the entries of the run-time shape vector cannot be folded.
+    return tf.reduce_sum(tf.cast(tf.shape(x) >= 0, tf.int32))
+
+
+def _assert_then(checks: list[tuple[tf.Tensor, list[Any]]], x: tf.Tensor) -> tf.Tensor:
+    """Runs the (condition, message) assertions in order, then returns x gated on all of them.
+
+    Chained, so that the first failing check is the one reported and no model op (whose own
+    error, e.g. a failed reshape, would hide ours) runs on bad input.
+    """
+    dependency: list[Any] = []
+    for condition, message in checks:
+        with tf.control_dependencies(dependency):
+            dependency = [tf.debugging.Assert(condition, message, summarize=8)]
+    with tf.control_dependencies(dependency):
+        return tf.identity(x)
+
+
+def assert_images(x: tf.Tensor, width: int, binary: bool = True) -> tf.Tensor:
+    """x, gated on in-graph checks of rank, width, finiteness, range and (optionally) binarity.
+
+    For the graph of a signature: a failing check raises InvalidArgumentError with the
+    documented message, before any model op runs.
+    """
+    rank = _runtime_rank(x)
+    # shape[-1] of a rank-0 x does not exist; pad so that the width check itself cannot fail.
+    last = tf.concat([tf.shape(x), [-1]], axis=0)[tf.maximum(rank - 1, 0)]
+    flat = tf.reshape(x, [-1])
+    finite = tf.math.is_finite(flat)
+    # NaNs are excluded from the range and binarity tests so that each failure has one cause.
+    safe = tf.where(finite, flat, tf.zeros_like(flat))
+    in_range = (safe >= 0.0) & (safe <= 1.0)
+    is_binary = (safe == 0.0) | (safe == 1.0)
+    checks = [
+        (tf.equal(rank, 2), [MSG_RANK.format(width=width) + "; got rank", rank]),
+        (tf.equal(last, width), [MSG_WIDTH.format(width=width) + "; got", last]),
+        (
+            tf.reduce_all(finite),
+            [MSG_NONFINITE + ": count", tf.reduce_sum(tf.cast(~finite, tf.int32))],
+        ),
+        (
+            tf.reduce_all(in_range),
+            [MSG_RANGE + ": min", tf.reduce_min(safe), "max", tf.reduce_max(safe)],
+        ),
+    ]
+    if binary:
+        checks.append(
+            (
+                tf.reduce_all(is_binary),
+                [
+                    MSG_BINARY + ": values strictly between 0 and 1, count",
+                    tf.reduce_sum(tf.cast(~is_binary, tf.int32)),
+                    "; " + GREY_HINT,
+                ],
+            )
+        )
+    return _assert_then(checks, x)
+
+
+def assert_scalar(value: tf.Tensor, condition: tf.Tensor, message: str) -> tf.Tensor:
+    """`value`, gated on an in-graph check of `condition` that reports `message`."""
+    return _assert_then([(condition, [message + "; got", value])], value)
+
+
+def assert_latents(z: tf.Tensor, width: int) -> tf.Tensor:
+    """z, gated on in-graph checks: rank 2, `width` columns, finite."""
+    rank = _runtime_rank(z)
+    last = tf.concat([tf.shape(z), [-1]], axis=0)[tf.maximum(rank - 1, 0)]
+    return _assert_then(
+        [
+            (tf.equal(rank, 2), [f"z must have rank 2, [N, {width}]; got rank", rank]),
+            (tf.equal(last, width), [f"z must have {width} columns; got", last]),
+            (tf.reduce_all(tf.math.is_finite(z)), ["z contains NaN or inf"]),
+        ],
+        z,
+    )
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """The metadata dict of an exported SavedModel directory."""
+    with open(os.path.join(path, "assets", METADATA_FILE)) as f:
+        return json.load(f)
+
+
+class ExportedModel:
+    """A loaded export: numpy in, numpy out, with host-side input checks.
+
+    Attributes:
+      path: The SavedModel directory.
+      metadata: Its metadata dict.
+      data_size: D, the number of pixels.
+      latent_sizes: Sizes of the stochastic layers, bottom first.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.metadata = read_metadata(path)
+        self._saved_model = tf.saved_model.load(path)
+        self._signatures = self._saved_model.signatures
+        architecture = self.metadata["architecture"]
+        self.data_size = int(architecture["data_size"])
+        self.latent_sizes = tuple(int(s) for s in architecture["latent_sizes"])
+
+    def _images(self, x: Any, binarize: bool, binarize_seed: int) -> tf.Tensor:
+        x = check_images(x, self.data_size, binary=not binarize)
+        if binarize:
+            x = binarize_rows(x, binarize_seed)
+        return tf.constant(x)
+
+    def score(
+        self,
+        x: Any,
+        k: int = 5000,
+        seed: int = 0,
+        binarize: bool = False,
+        binarize_seed: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """Per-example log_px and elbo of x [N, D] with k importance samples (see `score`).
+
+        Args:
+          x: [N, D] float array of 0s and 1s (grey values only with binarize=True).
+          k: Importance samples per example.
+          seed: Seed of the draws; the same x, k and seed give the same scores.
+          binarize: Binarize grey values as Bernoulli(intensity) instead of rejecting them.
+          binarize_seed: Seed of that binarization (0, row i: the test set's).
+
+        Returns:
+          {"log_px": [N], "elbo": [N]} float32 arrays.
+
+        Raises:
+          ValueError: Bad x (see the module docstring) or k < 1.
+        """
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1; got {k}")
+        out = self._signatures["score"](
+            x=self._images(x, binarize, binarize_seed),
+            k=self._scalar("score", "k", k),
+            seed=self._scalar("score", "seed", seed),
+        )
+        return {name: value.numpy() for name, value in out.items()}
+
+    def _scalar(self, signature: str, name: str, value: int) -> tf.Tensor:
+        # Exports before format 2 took int32 k and n; use whatever the signature declares.
+        spec = self._signatures[signature].structured_input_signature[1][name]
+        return tf.constant(int(value), spec.dtype)
+
+    def encode(self, x: Any) -> dict[str, np.ndarray]:
+        """Posterior means and stds h<l>_mean, h<l>_std [N, d_l] of binary x [N, D]."""
+        out = self._signatures["encode"](x=self._images(x, False, 0))
+        return {name: value.numpy() for name, value in out.items()}
+
+    def decode(self, z: Any) -> np.ndarray:
+        """Bernoulli means [N, D] of p(x | z) for top-layer latents z [N, d_L]."""
+        z = np.asarray(z, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_sizes[-1]:
+            raise ValueError(f"z must be [N, {self.latent_sizes[-1]}]; got shape {z.shape}")
+        return self._signatures["decode"](z=tf.constant(z))["probs"].numpy()
+
+    def sample(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """n images drawn from the model: {"images", "probs": [n, D], "z": [n, d_L]}."""
+        if int(n) < 0:
+            raise ValueError(f"n must be >= 0; got {n}")
+        out = self._signatures["sample"](
+            n=self._scalar("sample", "n", n), seed=self._scalar("sample", "seed", seed)
+        )
+        return {name: value.numpy() for name, value in out.items()}
+
+
+def load_exported(path: str) -> ExportedModel:
+    """Loads a SavedModel written by `export_saved_model` (see `ExportedModel`).
+
+    Raises:
+      FileNotFoundError: `path` holds no such SavedModel.
+    """
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(f"{path} holds no SavedModel (saved_model.pb)")
+    if not os.path.exists(os.path.join(path, "assets", METADATA_FILE)):
+        raise FileNotFoundError(f"{path} has no assets/{METADATA_FILE}: not an iwae_tf export")
+    return ExportedModel(path)
