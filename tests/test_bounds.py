@@ -99,3 +99,93 @@ def test_log_mean_exp_handles_large_positive_values():
 def test_unknown_objective_is_rejected():
     with pytest.raises(ValueError, match="Unknown objective 'elbo2'"):
         bounds.objective(tf.zeros([2, 3]), "elbo2")
+
+
+# ------------------------------------------------------------- the importance-weighted family
+
+
+def random_log_weights(k=12, batch=7, seed=3, scale=30.0, offset=-150.0):
+    """float64 [k, batch] log-weights spread over tens of nats, around -150."""
+    return offset + scale * np.random.default_rng(seed).standard_normal((k, batch))
+
+
+def logmeanexp64(values, axis=0):
+    top = values.max(axis=axis, keepdims=True)
+    return (top + np.log(np.mean(np.exp(values - top), axis=axis, keepdims=True))).squeeze(axis)
+
+
+def vr64(lw, alpha):
+    """Renyi bound in float64 by direct formula (alpha != 1)."""
+    return logmeanexp64((1 - alpha) * lw) / (1 - alpha)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, -1.0, 2.0, 1.01, 0.99, 50.0, -50.0])
+def test_vr_bound_matches_float64(alpha):
+    lw = random_log_weights()
+    ours = bounds.vr_bound(tf.constant(lw, tf.float32), alpha).numpy()
+    np.testing.assert_allclose(ours, vr64(lw, alpha), rtol=1e-5, atol=1e-3)
+
+
+def test_vr_bound_limits():
+    lw = random_log_weights(scale=3.0)
+    x = tf.constant(lw, tf.float32)
+    np.testing.assert_allclose(bounds.vr_bound(x, 0.0), bounds.iwae_bound(x), rtol=1e-6)
+    np.testing.assert_allclose(bounds.vr_bound(x, 1.0), lw.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bounds.vr_bound(x, -np.inf), lw.max(axis=0), rtol=1e-6)
+    # Near alpha = 1 (inside the expansion's width) it agrees with the float64 formula.
+    for alpha in (1 - 1e-4, 1 + 1e-4):
+        np.testing.assert_allclose(bounds.vr_bound(x, alpha), vr64(lw, alpha), atol=2e-4)
+    # L_alpha decreases in alpha: VR-max >= iwae >= vr(0.5) >= ELBO >= vr(2).
+    ordered = [bounds.vr_bound(x, a).numpy() for a in (-np.inf, 0.0, 0.5, 1.0, 2.0)]
+    assert all(np.all(a >= b - 1e-4) for a, b in zip(ordered, ordered[1:], strict=False))
+    with pytest.raises(ValueError, match="alpha"):
+        bounds.vr_bound(x, np.nan)
+
+
+def test_vr_bound_at_large_alpha_needs_the_shift():
+    # Negative control: the unshifted float32 formula overflows where ours matches float64.
+    lw = random_log_weights()
+    naive = np.log(np.mean(np.exp(51.0 * lw.astype(np.float32)), axis=0)) / 51.0
+    assert not np.all(np.isfinite(naive))
+    ours = bounds.vr_bound(tf.constant(lw, tf.float32), -50.0).numpy()
+    np.testing.assert_allclose(ours, vr64(lw, -50.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_groups", [1, 2, 3, 4, 6, 12])
+def test_miwae_bound_matches_float64(num_groups):
+    lw = random_log_weights(k=12)
+    expected = np.mean([logmeanexp64(group) for group in np.split(lw, num_groups, axis=0)], axis=0)
+    ours = bounds.miwae_bound(tf.constant(lw, tf.float32), num_groups).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    if num_groups == 1:
+        np.testing.assert_allclose(ours, logmeanexp64(lw), rtol=1e-6)  # iwae
+    if num_groups == 12:
+        np.testing.assert_allclose(ours, lw.mean(axis=0), rtol=1e-6)  # the ELBO
+
+
+def test_miwae_bound_needs_groups_that_divide_k():
+    with pytest.raises(ValueError, match="divide k = 12"):
+        bounds.miwae_bound(tf.zeros([12, 3]), 5)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_ciwae_bound_mixes_elbo_and_iwae(beta):
+    lw = random_log_weights()
+    expected = beta * lw.mean(axis=0) + (1 - beta) * logmeanexp64(lw)
+    ours = bounds.ciwae_bound(tf.constant(lw, tf.float32), beta).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="beta"):
+        bounds.ciwae_bound(tf.constant(lw, tf.float32), 1.5)
+
+
+def test_objective_dispatches_with_parameters():
+    x = tf.constant(random_log_weights(k=6), tf.float32)
+    np.testing.assert_array_equal(bounds.objective(x, "vr", alpha=0.5), bounds.vr_bound(x, 0.5))
+    np.testing.assert_array_equal(
+        bounds.objective(x, "miwae", num_groups=3), bounds.miwae_bound(x, 3)
+    )
+    np.testing.assert_array_equal(
+        bounds.objective(x, "ciwae", beta=0.2), bounds.ciwae_bound(x, 0.2)
+    )
+    with pytest.raises(ValueError, match="Unknown objective"):
+        bounds.objective(x, "elbo2")
