@@ -37,6 +37,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -181,3 +182,36 @@ def objective(
     if name == "ciwae":
         return ciwae_bound(log_weights, beta)
     raise ValueError(f"Unknown objective {name!r}; expected one of {OBJECTIVES}.")
+
+
+class Objective(NamedTuple):
+    """A training objective with its parameter: `Objective("vr", alpha=0.5)(log_weights)`.
+
+    Attributes:
+      name: One of `OBJECTIVES`.
+      alpha: The alpha of "vr" (-inf: VR-max).
+      num_groups: The M of "miwae".
+      beta: The beta of "ciwae".
+    """
+
+    name: str = "iwae"
+    alpha: float = 0.0
+    num_groups: int = 1
+    beta: float = 0.5
+
+    def __call__(self, log_weights: tf.Tensor) -> tf.Tensor:
+        """The per-example objective, [batch], of [k, batch] log-weights."""
+        return objective(log_weights, self.name, self.alpha, self.num_groups, self.beta)
+
+    def check(self, k: int) -> None:
+        """Raises ValueError, naming the problem, if this objective cannot train with k samples."""
+        if self.name not in OBJECTIVES:
+            raise ValueError(f"Unknown objective {self.name!r}; expected one of {OBJECTIVES}.")
+        if self.name == "vr" and (math.isnan(self.alpha) or self.alpha == math.inf):
+            raise ValueError(f"alpha must be a real number or -inf, got {self.alpha}.")
+        if self.name == "miwae" and (self.num_groups < 1 or k % self.num_groups):
+            raise ValueError(
+                f"miwae needs num_groups (M) >= 1 dividing k = {k}, got {self.num_groups}."
+            )
+        if self.name == "ciwae" and not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"ciwae needs beta in [0, 1], got {self.beta}.")

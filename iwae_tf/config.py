@@ -18,7 +18,7 @@ from typing import Any
 
 from absl import flags
 
-from iwae_tf import data, layers, schedules
+from iwae_tf import bounds, data, layers, schedules
 from iwae_tf.model import VARIANTS
 
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
@@ -58,6 +58,19 @@ class TrainConfig:
     model: str = setting(
         "iwae", "Model variant, one of `iwae_tf.model.VARIANTS`.", choices=lambda: VARIANTS
     )
+    objective: str | None = setting(
+        None,
+        "Training objective, one of `iwae_tf.bounds.OBJECTIVES` (None: the model variant's, vae "
+        "for vae and iwae for the others).",
+        choices=lambda: bounds.OBJECTIVES,
+    )
+    alpha: float = setting(
+        0.0, "The alpha of objective vr (Li & Turner 2016): 0 is iwae, 1 the ELBO, -inf VR-max."
+    )
+    num_groups: int = setting(
+        1, "The number M of sample groups of objective miwae; must divide k.", minimum=1
+    )
+    beta: float = setting(0.5, "The ELBO's share of objective ciwae, in [0, 1].", minimum=0)
     k: int = setting(5, "Importance samples per example in training.", minimum=1)
     epochs: int = setting(3, "Passes over the training set.", minimum=1)
     batch_size: int = setting(20, "Examples per training step.", minimum=1)
@@ -149,6 +162,14 @@ class TrainConfig:
             _check(field, getattr(self, field.name))
         if len(self.latent_sizes) != len(self.hidden_sizes):
             raise ValueError("latent_sizes and hidden_sizes need one entry per stochastic layer")
+        if self.objective is not None:
+            self.training_objective().check(self.k)
+
+    def training_objective(self) -> bounds.Objective | None:
+        """The objective with its parameter, or None for the model variant's own."""
+        if self.objective is None:
+            return None
+        return bounds.Objective(self.objective, self.alpha, self.num_groups, self.beta)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (tuples become lists)."""

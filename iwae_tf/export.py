@@ -52,8 +52,8 @@ and `check_images` give the same messages on the host before any call.
 
 **Metadata.** `metadata.json` in the SavedModel's assets holds what the caller passed (see
 `export_metadata` for what training passes) plus what is read off the model: `variant`,
-`objective`, `architecture` (data_size, latent_sizes, hidden_sizes), `layer_types` (encoder,
-decoder), `training_k`, `kl_weight`, `max_rows`, `signatures`,
+`objective`, `objective_parameters`, `architecture` (data_size, latent_sizes, hidden_sizes),
+`layer_types` (encoder, decoder), `training_k`, `kl_weight`, `max_rows`, `signatures`,
 `input_policy`, `versions` (iwae_tf, tensorflow, tf_keras, tensorflow_probability, numpy,
 python) and `format_version`.
 """
@@ -179,7 +179,8 @@ def model_metadata(model: ImportanceWeightedAutoencoder, max_rows: int) -> dict[
     return {
         "format_version": FORMAT_VERSION,
         "variant": model.name,
-        "objective": model.objective,
+        "objective": model.objective.name,
+        "objective_parameters": model.objective._asdict(),
         "architecture": {
             "data_size": decoder.data_size,
             "latent_sizes": latent_sizes,

@@ -5,8 +5,9 @@ For a batch x and k importance samples, `log_weights` returns the [k, batch] mat
     log w_i = log p(x, h^(i)) - log q(h^(i) | x),   h^(i) ~ q(h | x),
 
 drawn by reparameterization, so gradients flow through the samples (Kingma & Welling 2014).
-`train_step` maximizes the objective chosen at construction, `iwae` (the k-sample bound of
-Burda et al. 2016) or `vae` (the mean single-sample ELBO), see `iwae_tf.bounds`.
+`train_step` maximizes the objective chosen at construction: `iwae` (the k-sample bound of
+Burda et al. 2016), `vae` (the mean single-sample ELBO), or a relative (VR-alpha, MIWAE,
+CIWAE), see `iwae_tf.bounds`.
 
 Every draw is stateless (`iwae_tf.rng`): train step s draws with
 `rng.step_seed(model.seed, rng.TRAIN_STREAM, s)`, s the optimizer's step counter, so that a run
@@ -46,7 +47,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         encoder: Encoder,
         decoder: Decoder,
         num_importance_samples: int = 5,
-        objective: str = "iwae",
+        objective: str | bounds.Objective = "iwae",
         kl_weight: float = 0.0,
         num_train_examples: int | None = None,
         seed: int = 0,
@@ -58,7 +59,8 @@ class ImportanceWeightedAutoencoder(keras.Model):
           encoder: The recognition model q(h | x).
           decoder: The generative model p(x, h).
           num_importance_samples: k, the importance samples per example in training.
-          objective: "iwae" or "vae" (see `iwae_tf.bounds.OBJECTIVES`).
+          objective: What train_step maximizes: a name of `iwae_tf.bounds.OBJECTIVES`, or a
+            `bounds.Objective` with its parameter (alpha, num_groups, beta).
           kl_weight: Weight of sum KL(q(W) || p(W)) / num_train_examples in the loss, for
             networks whose uncertain layers were built with a KL; 0 trains the plain bound.
           num_train_examples: N in the KL scaling; required when kl_weight > 0.
@@ -68,10 +70,9 @@ class ImportanceWeightedAutoencoder(keras.Model):
         super().__init__(**kwargs)
         if num_importance_samples < 1:
             raise ValueError(f"num_importance_samples must be >= 1, got {num_importance_samples}.")
-        if objective not in bounds.OBJECTIVES:
-            raise ValueError(
-                f"Unknown objective {objective!r}; expected one of {bounds.OBJECTIVES}."
-            )
+        if isinstance(objective, str):
+            objective = bounds.Objective(objective)
+        objective.check(num_importance_samples)
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
         if kl_weight > 0 and not num_train_examples:
@@ -152,7 +153,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
 
     def _forward(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         log_weights = self.log_weights(x, self.num_importance_samples, seed)
-        per_example = bounds.objective(log_weights, self.objective)
+        per_example = self.objective(log_weights)
         iwae_bound = bounds.iwae_bound(log_weights)
         elbo = bounds.elbo(log_weights)
         weight_kl = self.weight_kl()
@@ -235,6 +236,7 @@ def build_model(
     prior_scale: float = 1.0,
     num_train_examples: int | None = None,
     seed: int = 0,
+    objective: str | bounds.Objective | None = None,
 ) -> ImportanceWeightedAutoencoder:
     """Builds a named variant (see `VARIANTS`) with the architecture of Burda et al.
 
@@ -251,6 +253,8 @@ def build_model(
       prior_scale: Std of the N(0, prior_scale^2) weight prior.
       num_train_examples: Training set size, to scale the KL.
       seed: Integer seed of the train and test steps' draws.
+      objective: What training maximizes (see `ImportanceWeightedAutoencoder`); None: the
+        variant's own ("vae" for vae, "iwae" for the others).
 
     Returns:
       An uncompiled model.
@@ -286,7 +290,7 @@ def build_model(
         encoder,
         decoder,
         num_importance_samples=num_importance_samples,
-        objective=spec.objective,
+        objective=spec.objective if objective is None else objective,
         kl_weight=kl_weight,
         num_train_examples=num_train_examples,
         seed=seed,

@@ -111,6 +111,7 @@ def make_model(
         prior_scale=config.prior_scale,
         num_train_examples=num_train_examples,
         seed=config.seed,
+        objective=config.training_objective(),
     )
     # Built before fit, so that BackupAndRestore can restore into existing variables.
     model(tf.zeros([1, data.NUM_PIXELS]))

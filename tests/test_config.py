@@ -79,12 +79,24 @@ def test_a_subset_of_flags_without_defaults_overrides_only_what_is_given():
         ({"steps_per_epoch": 0}, "steps_per_epoch must be >= 1"),
         ({"latent_sizes": (50, 10)}, "one entry per stochastic layer"),
         ({"schedule": "cosine"}, "unknown schedule"),
+        ({"objective": "miwae", "num_groups": 3}, "dividing k = 5"),
+        ({"objective": "ciwae", "beta": 2.0}, r"beta in \[0, 1\]"),
+        ({"objective": "vr", "alpha": float("nan")}, "alpha must be a real number"),
+        ({"objective": "elbo"}, "unknown objective"),
     ],
 )
 def test_validate_names_the_bad_setting(change, message):
     TrainConfig().validate()  # The defaults are valid.
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(TrainConfig(), **change).validate()
+
+
+def test_objective_flags_reach_the_config():
+    values = parsed_flags("--objective=vr", "--alpha=-inf", "--k=7")
+    config = TrainConfig(**config_lib.flag_overrides(flag_values=values))
+    config.validate()
+    assert tuple(config.training_objective()) == ("vr", float("-inf"), 1, 0.5)
+    assert TrainConfig().training_objective() is None  # The variant's own.
 
 
 def test_json_round_trip_restores_tuples_and_fills_missing_fields():

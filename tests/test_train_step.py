@@ -19,6 +19,7 @@ import tf_keras as keras
 
 from iwae_tf import layers as L
 from iwae_tf import rng
+from iwae_tf.bounds import Objective
 from iwae_tf.model import build_model
 
 PIXELS, BATCH, K, NUM_TRAIN = 30, 8, 4, 50
@@ -42,11 +43,7 @@ def _documented_loss(model, x, seed, objective, kl_weight, wrong=None):
     logits = tf.reshape(logits, [K, BATCH, PIXELS])
     log_px_given_z = tf.reduce_sum(x * logits - tf.math.log1p(tf.exp(logits)), -1)
     log_w = log_px_given_z + _normal_log_density(z, 0.0, 1.0) - log_q
-    if objective == "iwae":
-        top = tf.reduce_max(log_w, 0)
-        per_example = top + tf.math.log(tf.reduce_mean(tf.exp(log_w - top), 0))
-    else:
-        per_example = tf.reduce_mean(log_w, 0)
+    per_example = _per_example_objective(log_w, "iwae" if wrong == "iwae_instead" else objective)
     reduce = tf.reduce_sum if wrong == "sum_over_batch" else tf.reduce_mean
     loss = -reduce(per_example)
     if kl_weight and wrong != "no_kl":
@@ -57,6 +54,31 @@ def _documented_loss(model, x, seed, objective, kl_weight, wrong=None):
             kl += tf.reduce_sum(-tf.math.log(sigma) + (sigma**2 + mu**2) / 2.0 - 0.5)
         loss += kl_weight * kl / NUM_TRAIN
     return loss
+
+
+def _log_mean_exp(values, axis=0):
+    top = tf.reduce_max(values, axis, keepdims=True)
+    return tf.squeeze(top, axis) + tf.math.log(tf.reduce_mean(tf.exp(values - top), axis))
+
+
+def _per_example_objective(log_w, objective):
+    """The bounds' formulas of iwae_tf.bounds, written out again: objective is a name or a
+    bounds.Objective-like (name, alpha, num_groups, beta) tuple."""
+    name, alpha, num_groups, beta = (objective, 0.0, 1, 0.5) if isinstance(objective, str) else (
+        objective)  # fmt: skip
+    if name == "iwae":
+        return _log_mean_exp(log_w)
+    if name == "vae":
+        return tf.reduce_mean(log_w, 0)
+    if name == "vr" and alpha == -np.inf:
+        return tf.reduce_max(log_w, 0)
+    if name == "vr":
+        return _log_mean_exp((1 - alpha) * log_w) / (1 - alpha)
+    if name == "miwae":
+        return tf.reduce_mean(_log_mean_exp(tf.reshape(log_w, [num_groups, -1, BATCH]), 1), 0)
+    if name == "ciwae":
+        return beta * tf.reduce_mean(log_w, 0) + (1 - beta) * _log_mean_exp(log_w)
+    raise ValueError(name)
 
 
 def _uncertain_layers(model):
@@ -77,10 +99,18 @@ def _mismatch(got, want):
 
 
 @pytest.mark.parametrize(
-    "variant, kl_weight",
-    [("iwae", 0.0), ("vae", 0.0), ("iwaeu", 1.0)],
+    "variant, kl_weight, objective",
+    [
+        ("iwae", 0.0, None),
+        ("vae", 0.0, None),
+        ("iwaeu", 1.0, None),
+        ("iwae", 0.0, Objective("vr", alpha=0.5)),
+        ("iwaeu", 0.0, Objective("vr", alpha=-np.inf)),
+        ("iwaeu_rec", 0.0, Objective("miwae", num_groups=2)),
+        ("iwae", 0.0, Objective("ciwae", beta=0.3)),
+    ],
 )
-def test_the_applied_update_is_the_gradient_of_the_documented_loss(variant, kl_weight):
+def test_the_applied_update_is_the_gradient_of_the_documented_loss(variant, kl_weight, objective):
     keras.utils.set_random_seed(0)
     x = tf.constant(np.random.default_rng(1).random((BATCH, PIXELS)) < 0.4, tf.float32)
     model = build_model(
@@ -93,6 +123,7 @@ def test_the_applied_update_is_the_gradient_of_the_documented_loss(variant, kl_w
         kl_weight=kl_weight,
         num_train_examples=NUM_TRAIN,
         seed=11,
+        objective=objective,
     )
     model(x)
     before = [v.numpy() for v in model.trainable_variables]
@@ -107,7 +138,7 @@ def test_the_applied_update_is_the_gradient_of_the_documented_loss(variant, kl_w
 
     def gradient(wrong=None):
         with tf.GradientTape() as tape:
-            loss = _documented_loss(model, x, seed, model.objective, kl_weight, wrong)
+            loss = _documented_loss(model, x, seed, tuple(model.objective), kl_weight, wrong)
         grads = tape.gradient(loss, model.trainable_variables)
         return [np.zeros(v.shape) if g is None else g.numpy() for v, g in zip(
             model.trainable_variables, grads, strict=True)]  # fmt: skip
@@ -116,6 +147,7 @@ def test_the_applied_update_is_the_gradient_of_the_documented_loss(variant, kl_w
     tolerance = 2e-4
     assert _mismatch(applied, gradient()) < tolerance
     wrongs = ["sum_over_batch", "stop_gradient_log_q"] + (["no_kl"] if kl_weight else [])
+    wrongs += ["iwae_instead"] if model.objective.name not in ("iwae",) else []
     for wrong in wrongs:
         assert _mismatch(applied, gradient(wrong)) > 50 * tolerance, wrong
 
