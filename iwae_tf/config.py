@@ -18,7 +18,7 @@ from typing import Any
 
 from absl import flags
 
-from iwae_tf import bounds, data, layers, schedules
+from iwae_tf import bounds, data, estimators, layers, schedules
 from iwae_tf.model import VARIANTS
 
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
@@ -71,6 +71,12 @@ class TrainConfig:
         1, "The number M of sample groups of objective miwae; must divide k.", minimum=1
     )
     beta: float = setting(0.5, "The ELBO's share of objective ciwae, in [0, 1].", minimum=0)
+    estimator: str = setting(
+        "reparam",
+        "The encoder's gradient estimator: reparam, stl (Roeder et al. 2017) or dreg (Tucker "
+        "et al. 2019); see `iwae_tf.estimators`.",
+        choices=lambda: estimators.ESTIMATORS,
+    )
     k: int = setting(5, "Importance samples per example in training.", minimum=1)
     epochs: int = setting(3, "Passes over the training set.", minimum=1)
     batch_size: int = setting(20, "Examples per training step.", minimum=1)
@@ -162,8 +168,9 @@ class TrainConfig:
             _check(field, getattr(self, field.name))
         if len(self.latent_sizes) != len(self.hidden_sizes):
             raise ValueError("latent_sizes and hidden_sizes need one entry per stochastic layer")
-        if self.objective is not None:
-            self.training_objective().check(self.k)
+        objective = self.training_objective() or bounds.Objective(VARIANTS[self.model].objective)
+        objective.check(self.k)
+        estimators.check(self.estimator, objective, len(self.latent_sizes))
 
     def training_objective(self) -> bounds.Objective | None:
         """The objective with its parameter, or None for the model variant's own."""

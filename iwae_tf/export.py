@@ -181,6 +181,7 @@ def model_metadata(model: ImportanceWeightedAutoencoder, max_rows: int) -> dict[
         "variant": model.name,
         "objective": model.objective.name,
         "objective_parameters": model.objective._asdict(),
+        "estimator": model.estimator,
         "architecture": {
             "data_size": decoder.data_size,
             "latent_sizes": latent_sizes,

@@ -30,9 +30,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from iwae_tf import bounds, rng
+from iwae_tf import bounds, estimators, rng
 from iwae_tf import layers as dense_layers
-from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob
+from iwae_tf.networks import Decoder, Encoder, Gaussian, NetworkConfig, gaussian_log_prob
 
 
 class ImportanceWeightedAutoencoder(keras.Model):
@@ -51,6 +51,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         kl_weight: float = 0.0,
         num_train_examples: int | None = None,
         seed: int = 0,
+        estimator: str = "reparam",
         **kwargs,
     ) -> None:
         """Builds the model.
@@ -65,6 +66,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
             networks whose uncertain layers were built with a KL; 0 trains the plain bound.
           num_train_examples: N in the KL scaling; required when kl_weight > 0.
           seed: Integer seed of every draw the train and test steps make (see `iwae_tf.rng`).
+          estimator: The encoder's gradient estimator, one of `iwae_tf.estimators.ESTIMATORS`.
           **kwargs: Passed to `keras.Model`.
         """
         super().__init__(**kwargs)
@@ -73,6 +75,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         if isinstance(objective, str):
             objective = bounds.Objective(objective)
         objective.check(num_importance_samples)
+        estimators.check(estimator, objective, len(encoder.latent_sizes))
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
         if kl_weight > 0 and not num_train_examples:
@@ -84,6 +87,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         self.kl_weight = float(kl_weight)
         self.num_train_examples = num_train_examples
         self.seed = int(seed)
+        self.estimator = estimator
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.iwae_bound_tracker = keras.metrics.Mean(name="iwae_bound")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
@@ -91,6 +95,26 @@ class ImportanceWeightedAutoencoder(keras.Model):
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker, self.iwae_bound_tracker, self.elbo_tracker]
+
+    def log_weight_parts(
+        self, x: tf.Tensor, num_samples: int, seed: tf.Tensor
+    ) -> estimators.LogWeightParts:
+        """log p(x, h^(i)), log q(h^(i) | x), and log q with q's parameters held fixed.
+
+        Args and seeds as `log_weights`; the estimators of `iwae_tf.estimators` need the parts.
+        """
+        encoder_seed, decoder_seed = rng.split(seed, 2)
+        posterior = self.encoder(x, num_samples=num_samples, seed=encoder_seed)
+        latents = [sample for sample, _ in posterior]
+        log_q = tf.add_n([gaussian_log_prob(sample, q) for sample, q in posterior])
+        log_q_fixed = tf.add_n(
+            [
+                gaussian_log_prob(sample, Gaussian(*(tf.stop_gradient(p) for p in q)))
+                for sample, q in posterior
+            ]
+        )
+        log_joint = self.decoder.log_prob(x, latents, seed=decoder_seed)
+        return estimators.LogWeightParts(log_joint, log_q, log_q_fixed)
 
     def log_weights(self, x: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tf.Tensor:
         """log p(x, h^(i)) - log q(h^(i) | x) for i = 1..num_samples.
@@ -105,11 +129,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         Returns:
           [num_samples, batch] log importance weights.
         """
-        encoder_seed, decoder_seed = rng.split(seed, 2)
-        posterior = self.encoder(x, num_samples=num_samples, seed=encoder_seed)
-        latents = [sample for sample, _ in posterior]
-        log_q = tf.add_n([gaussian_log_prob(sample, q) for sample, q in posterior])
-        return self.decoder.log_prob(x, latents, seed=decoder_seed) - log_q
+        return self.log_weight_parts(x, num_samples, seed).log_weights
 
     def call(self, x: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
         """The k-sample bound L_k per example at the training k; `seed` defaults to the
@@ -151,27 +171,47 @@ class ImportanceWeightedAutoencoder(keras.Model):
             seed = rng.fold_in(seed, context.replica_id_in_sync_group)
         return seed
 
-    def _forward(self, x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        log_weights = self.log_weights(x, self.num_importance_samples, seed)
-        per_example = self.objective(log_weights)
-        iwae_bound = bounds.iwae_bound(log_weights)
-        elbo = bounds.elbo(log_weights)
+    def _forward(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The encoder's and the decoder's losses (the same tensor for `reparam`)."""
+        parts = self.log_weight_parts(x, self.num_importance_samples, seed)
+        log_weights = parts.log_weights
         weight_kl = self.weight_kl()
         # Sum over the replica's batch / global batch: correct under tf.distribute, whose
         # gradients are summed across replicas; the KL is a model-level term, scaled once.
-        loss = _average_over_global_batch(-per_example) + tf.nn.scale_regularization_loss(weight_kl)
+        kl_loss = tf.nn.scale_regularization_loss(weight_kl)
+        if self.estimator == "reparam":
+            per_example = self.objective(log_weights)
+            loss = _average_over_global_batch(-per_example) + kl_loss
+            losses = (loss, loss)
+        else:
+            surrogate = estimators.surrogates(parts, self.objective, self.estimator)
+            per_example = surrogate.decoder  # The objective's value.
+            losses = tuple(
+                _average_over_global_batch(-part) + kl_loss
+                for part in (surrogate.encoder, surrogate.decoder)
+            )
         self.loss_tracker.update_state(-per_example + weight_kl)
-        self.iwae_bound_tracker.update_state(iwae_bound)
-        self.elbo_tracker.update_state(elbo)
-        return loss
+        self.iwae_bound_tracker.update_state(bounds.iwae_bound(log_weights))
+        self.elbo_tracker.update_state(bounds.elbo(log_weights))
+        return losses
 
     def train_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
         x = _features(data)
         seed = self.step_seed(rng.TRAIN_STREAM, self.optimizer.iterations)
-        with tf.GradientTape() as tape:
-            loss = self._forward(x, seed)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        with tf.GradientTape(persistent=self.estimator != "reparam") as tape:
+            encoder_loss, decoder_loss = self._forward(x, seed)
+        if self.estimator == "reparam":
+            variables = self.trainable_variables
+            gradients = tape.gradient(encoder_loss, variables)
+        else:
+            # Each network's gradient from its own surrogate (see iwae_tf.estimators).
+            encoder_vars = self.encoder.trainable_variables
+            decoder_vars = self.decoder.trainable_variables
+            variables = encoder_vars + decoder_vars
+            gradients = tape.gradient(encoder_loss, encoder_vars) + tape.gradient(
+                decoder_loss, decoder_vars
+            )
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -237,6 +277,7 @@ def build_model(
     num_train_examples: int | None = None,
     seed: int = 0,
     objective: str | bounds.Objective | None = None,
+    estimator: str = "reparam",
 ) -> ImportanceWeightedAutoencoder:
     """Builds a named variant (see `VARIANTS`) with the architecture of Burda et al.
 
@@ -255,6 +296,7 @@ def build_model(
       seed: Integer seed of the train and test steps' draws.
       objective: What training maximizes (see `ImportanceWeightedAutoencoder`); None: the
         variant's own ("vae" for vae, "iwae" for the others).
+      estimator: The encoder's gradient estimator (see `iwae_tf.estimators`).
 
     Returns:
       An uncompiled model.
@@ -294,5 +336,6 @@ def build_model(
         kl_weight=kl_weight,
         num_train_examples=num_train_examples,
         seed=seed,
+        estimator=estimator,
         name=variant,
     )

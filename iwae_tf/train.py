@@ -112,6 +112,7 @@ def make_model(
         num_train_examples=num_train_examples,
         seed=config.seed,
         objective=config.training_objective(),
+        estimator=config.estimator,
     )
     # Built before fit, so that BackupAndRestore can restore into existing variables.
     model(tf.zeros([1, data.NUM_PIXELS]))

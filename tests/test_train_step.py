@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from iwae_tf import estimators, rng
 from iwae_tf import layers as L
-from iwae_tf import rng
 from iwae_tf.bounds import Objective
 from iwae_tf.model import build_model
 
@@ -186,3 +186,45 @@ def test_two_runs_with_one_seed_are_bit_identical_and_other_seeds_differ(mnist_d
     assert len(first[2]) == 6 and all(
         np.max(np.abs(a - b)) > 1e-2 for a, b in zip(first[2], other[2], strict=True)
     ), "another seed must give other weights"
+
+
+@pytest.mark.parametrize("variant, estimator", [("iwae", "dreg"), ("iwaeu_rec", "stl")])
+def test_each_network_steps_along_its_own_surrogate(variant, estimator):
+    # The wiring of train_step: encoder variables from the estimator's surrogate, decoder
+    # variables from the objective's (the surrogates themselves are tested in
+    # test_estimators.py). Taking both from the objective must fail.
+    x = tf.constant(np.random.default_rng(1).random((BATCH, PIXELS)) < 0.4, tf.float32)
+    model = build_model(
+        variant, K, latent_sizes=(3,), hidden_sizes=((16,),), data_size=PIXELS,
+        init_scale=0.1, seed=11, estimator=estimator,
+    )  # fmt: skip
+    model(x)
+    before = [v.numpy() for v in model.trainable_variables]
+    model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=True, steps_per_execution=1)
+    model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0)
+    applied = dict(
+        zip(
+            [v.ref() for v in model.trainable_variables],
+            [b - v.numpy() for b, v in zip(before, model.trainable_variables, strict=True)],
+            strict=True,
+        )
+    )
+    for variable, value in zip(model.trainable_variables, before, strict=True):
+        variable.assign(value)
+    seed = rng.step_seed(11, rng.TRAIN_STREAM, 0)
+    encoder_vars = model.encoder.trainable_variables
+    decoder_vars = model.decoder.trainable_variables
+
+    def gradients(encoder_part):
+        with tf.GradientTape(persistent=True) as tape:
+            parts = model.log_weight_parts(x, K, seed)
+            surrogate = estimators.surrogates(parts, model.objective, estimator)
+            encoder_loss = -tf.reduce_mean(getattr(surrogate, encoder_part))
+            decoder_loss = -tf.reduce_mean(surrogate.decoder)
+        return [g.numpy() for g in tape.gradient(encoder_loss, encoder_vars)] + [
+            g.numpy() for g in tape.gradient(decoder_loss, decoder_vars)
+        ]
+
+    got = [applied[v.ref()] for v in encoder_vars + decoder_vars]
+    assert _mismatch(got, gradients("encoder")) < 2e-4
+    assert _mismatch(got, gradients("decoder")) > 1e-2
