@@ -26,12 +26,16 @@ and they coincide for k = 1. Their relatives, all from the same [k, batch] log-w
                 the mean of M iwae bounds over disjoint groups of k/M samples
                 (Rainforth et al., ICML 2018); M = 1 is iwae, M = k the ELBO.
     ciwae(beta): beta * elbo + (1 - beta) * iwae (Rainforth et al. 2018).
+    piwae(M), rws: the decoder maximizes iwae, the encoder something else (miwae(M), and
+                Bornschein & Bengio's wake update); their value here is iwae's, and
+                `iwae_tf.estimators` gives the encoder its own surrogate.
 
 References:
     Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
     Y. Li, R. E. Turner. Renyi Divergence Variational Inference. NeurIPS 2016.
     T. Rainforth, A. R. Kosiorek, T. A. Le, C. J. Maddison, M. Igl, F. Wood, Y. W. Teh.
     Tighter Variational Bounds are Not Necessarily Better. ICML 2018.
+    J. Bornschein, Y. Bengio. Reweighted Wake-Sleep. ICLR 2015.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-OBJECTIVES = ("iwae", "vae", "vr", "miwae", "ciwae")
+OBJECTIVES = ("iwae", "vae", "vr", "miwae", "ciwae", "piwae", "rws")
 
 _VR_SERIES_WIDTH = 1e-3
 """Below this |1 - alpha| the VR bound uses its second-order expansion around alpha = 1."""
@@ -166,12 +170,13 @@ def objective(
       beta: The beta of "ciwae".
 
     Returns:
-      [batch] tensor of objective values.
+      [batch] tensor of objective values (for "piwae" and "rws", the iwae bound that their
+      decoders maximize).
 
     Raises:
       ValueError: If `name` is not a known objective, or its parameter is out of range.
     """
-    if name == "iwae":
+    if name in ("iwae", "piwae", "rws"):
         return iwae_bound(log_weights)
     if name == "vae":
         return elbo(log_weights)
@@ -209,9 +214,9 @@ class Objective(NamedTuple):
             raise ValueError(f"Unknown objective {self.name!r}; expected one of {OBJECTIVES}.")
         if self.name == "vr" and (math.isnan(self.alpha) or self.alpha == math.inf):
             raise ValueError(f"alpha must be a real number or -inf, got {self.alpha}.")
-        if self.name == "miwae" and (self.num_groups < 1 or k % self.num_groups):
+        if self.name in ("miwae", "piwae") and (self.num_groups < 1 or k % self.num_groups):
             raise ValueError(
-                f"miwae needs num_groups (M) >= 1 dividing k = {k}, got {self.num_groups}."
+                f"{self.name} needs num_groups (M) >= 1 dividing k = {k}, got {self.num_groups}."
             )
         if self.name == "ciwae" and not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"ciwae needs beta in [0, 1], got {self.beta}.")

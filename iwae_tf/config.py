@@ -68,7 +68,7 @@ class TrainConfig:
         0.0, "The alpha of objective vr (Li & Turner 2016): 0 is iwae, 1 the ELBO, -inf VR-max."
     )
     num_groups: int = setting(
-        1, "The number M of sample groups of objective miwae; must divide k.", minimum=1
+        1, "The number M of sample groups of objectives miwae and piwae; must divide k.", minimum=1
     )
     beta: float = setting(0.5, "The ELBO's share of objective ciwae, in [0, 1].", minimum=0)
     estimator: str = setting(

@@ -42,6 +42,15 @@ weights, not their inputs, held fixed).
 
 `dreg` is defined for the iwae objective (and reduces to `stl` for vae, where it is refused in
 favour of `stl`); other objectives refuse it.
+
+Two objectives give the encoder a target of its own, whatever the decoder maximizes (L_k):
+
+* `piwae(M)` (Rainforth et al., ICML 2018): the encoder maximizes miwae(M), by
+  reparameterization.
+* `rws`, reweighted wake-sleep's wake update for q (Bornschein & Bengio, ICLR 2015): the
+  encoder follows sum_i w~_i d log q(z_i | x) / d phi with the samples z_i held fixed, a
+  self-normalized estimate of -d KL(p(z|x) || q(z|x)) / d phi. Its surrogate is
+  sum_i stop(w~_i) log q(stop(z_i) | x). It takes no other estimator.
 """
 
 from __future__ import annotations
@@ -62,11 +71,14 @@ class LogWeightParts(NamedTuple):
       log_joint: log p(x, z_i).
       log_q: log q(z_i | x), with gradients through q's parameters and through z_i.
       log_q_fixed: the same values with q's parameters held fixed (gradients through z_i only).
+      log_q_fixed_sample: the same values with z_i held fixed (gradients through q's
+        parameters only).
     """
 
     log_joint: tf.Tensor
     log_q: tf.Tensor
     log_q_fixed: tf.Tensor
+    log_q_fixed_sample: tf.Tensor
 
     @property
     def log_weights(self) -> tf.Tensor:
@@ -90,6 +102,11 @@ def check(estimator: str, objective: bounds.Objective, num_stochastic_layers: in
     """Raises ValueError, saying why, for a combination that is not an unbiased estimator here."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"Unknown estimator {estimator!r}; expected one of {ESTIMATORS}.")
+    if objective.name == "rws" and estimator != "reparam":
+        raise ValueError(
+            f"objective 'rws' has its own encoder update (the wake phase); estimator "
+            f"{estimator!r} does not apply: use estimator 'reparam'."
+        )
     if estimator == "reparam":
         return
     if num_stochastic_layers > 1:
@@ -103,6 +120,11 @@ def check(estimator: str, objective: bounds.Objective, num_stochastic_layers: in
         raise ValueError(
             f"estimator 'dreg' is derived for the iwae objective, not {objective.name!r}{hint}."
         )
+
+
+def separate_surrogates(objective: bounds.Objective, estimator: str) -> bool:
+    """Whether the encoder steps along another surrogate than the decoder's objective."""
+    return estimator != "reparam" or objective.name in ("piwae", "rws")
 
 
 def dreg_weights(log_weights: tf.Tensor) -> tf.Tensor:
@@ -123,6 +145,12 @@ def surrogates(parts: LogWeightParts, objective: bounds.Objective, estimator: st
     """
     log_weights = parts.log_weights
     decoder = objective(log_weights)
+    if objective.name == "rws":
+        weights = tf.stop_gradient(tf.nn.softmax(log_weights, axis=0))
+        return Surrogates(tf.reduce_sum(weights * parts.log_q_fixed_sample, axis=0), decoder)
+    if objective.name == "piwae":
+        encoder_objective = bounds.Objective("miwae", num_groups=objective.num_groups)
+        return Surrogates(encoder_objective(log_weights), decoder)
     if estimator == "reparam":
         return Surrogates(decoder, decoder)
     fixed = parts.log_joint - parts.log_q_fixed  # Equal values; gradients through z only.

@@ -113,8 +113,11 @@ class ImportanceWeightedAutoencoder(keras.Model):
                 for sample, q in posterior
             ]
         )
+        log_q_fixed_sample = tf.add_n(
+            [gaussian_log_prob(tf.stop_gradient(sample), q) for sample, q in posterior]
+        )
         log_joint = self.decoder.log_prob(x, latents, seed=decoder_seed)
-        return estimators.LogWeightParts(log_joint, log_q, log_q_fixed)
+        return estimators.LogWeightParts(log_joint, log_q, log_q_fixed, log_q_fixed_sample)
 
     def log_weights(self, x: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tf.Tensor:
         """log p(x, h^(i)) - log q(h^(i) | x) for i = 1..num_samples.
@@ -179,7 +182,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         # Sum over the replica's batch / global batch: correct under tf.distribute, whose
         # gradients are summed across replicas; the KL is a model-level term, scaled once.
         kl_loss = tf.nn.scale_regularization_loss(weight_kl)
-        if self.estimator == "reparam":
+        if not estimators.separate_surrogates(self.objective, self.estimator):
             per_example = self.objective(log_weights)
             loss = _average_over_global_batch(-per_example) + kl_loss
             losses = (loss, loss)
@@ -198,9 +201,10 @@ class ImportanceWeightedAutoencoder(keras.Model):
     def train_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
         x = _features(data)
         seed = self.step_seed(rng.TRAIN_STREAM, self.optimizer.iterations)
-        with tf.GradientTape(persistent=self.estimator != "reparam") as tape:
+        separate = estimators.separate_surrogates(self.objective, self.estimator)
+        with tf.GradientTape(persistent=separate) as tape:
             encoder_loss, decoder_loss = self._forward(x, seed)
-        if self.estimator == "reparam":
+        if not separate:
             variables = self.trainable_variables
             gradients = tape.gradient(encoder_loss, variables)
         else:

@@ -188,15 +188,23 @@ def test_two_runs_with_one_seed_are_bit_identical_and_other_seeds_differ(mnist_d
     ), "another seed must give other weights"
 
 
-@pytest.mark.parametrize("variant, estimator", [("iwae", "dreg"), ("iwaeu_rec", "stl")])
-def test_each_network_steps_along_its_own_surrogate(variant, estimator):
+@pytest.mark.parametrize(
+    "variant, estimator, objective",
+    [
+        ("iwae", "dreg", "iwae"),
+        ("iwaeu_rec", "stl", "iwae"),
+        ("iwaeu", "reparam", Objective("piwae", num_groups=2)),
+        ("iwae", "reparam", "rws"),
+    ],
+)
+def test_each_network_steps_along_its_own_surrogate(variant, estimator, objective):
     # The wiring of train_step: encoder variables from the estimator's surrogate, decoder
     # variables from the objective's (the surrogates themselves are tested in
     # test_estimators.py). Taking both from the objective must fail.
     x = tf.constant(np.random.default_rng(1).random((BATCH, PIXELS)) < 0.4, tf.float32)
     model = build_model(
         variant, K, latent_sizes=(3,), hidden_sizes=((16,),), data_size=PIXELS,
-        init_scale=0.1, seed=11, estimator=estimator,
+        init_scale=0.1, seed=11, estimator=estimator, objective=objective,
     )  # fmt: skip
     model(x)
     before = [v.numpy() for v in model.trainable_variables]
