@@ -137,7 +137,8 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
 
 
 def plot(rows: Sequence[dict[str, Any]], path: str) -> str:
-    """Log-log plot of the median SNR against k, one line per estimator and network."""
+    """Log-log plot of the median SNR against k, one line per estimator and network (the
+    decoder's gradient does not depend on the encoder's estimator, so its lines coincide)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -161,5 +162,6 @@ def plot(rows: Sequence[dict[str, Any]], path: str) -> str:
     ax.set_title("Gradient SNR against k")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
