@@ -3,6 +3,7 @@
 Where things are:
 
 * `iwae_tf.bounds`: log-weights -> the k-sample bound L_k, the ELBO and other objectives.
+* `iwae_tf.estimators`: the encoder's gradient estimators (reparam, STL, DReG), as surrogates.
 * `iwae_tf.rng`: the one seed vocabulary (from_int, split, fold_in) and stateless draws.
 * `iwae_tf.layers`: dense layers, deterministic or with uncertain (Gaussian) weights.
 * `iwae_tf.networks`: the encoder q(h|x) and decoder p(x, h); they own sampling.
