@@ -16,6 +16,10 @@ into a config. Two tables are covered:
   no number of epochs, which the caller (a grid's budget) must give. No weight-prior KL enters
   the bound (kl_weight 0), the bound on the weight-mixture model described in `iwae_tf.model`.
 
+`{stl|dreg}_mnist_1l_iwae_k{5|50}` are Burda et al.'s 1-layer MNIST IWAE trained with the STL or
+DReG encoder gradient (Tucker et al. 2019); the grid `estimators_mnist_k5` sets them beside the
+VAE and IWAE at k = 5.
+
 `manifold_2d` is an IWAE with 2 latents, for the latent-manifold plot of `experiments.plots`.
 
 The published figures live in the package data file `paper_results.json` (a copy of the
@@ -47,6 +51,7 @@ BURDA_ARCHITECTURES: dict[int, dict[str, Any]] = {
     2: {"latent_sizes": (100, 50), "hidden_sizes": ((200, 200), (100, 100))},
 }
 UNCERTAIN_MODELS: tuple[str, ...] = ("iwae", "iwaeu", "iwaeu_rec")
+ESTIMATOR_VARIANTS: tuple[str, ...] = ("stl", "dreg")
 PAPER_EVAL_K = 5000
 # Burda et al.'s optimization and evaluation, shared by Table 1 and the manifold preset.
 _BURDA_TRAINING: dict[str, Any] = {
@@ -70,6 +75,10 @@ _Reference = tuple[tuple[str, ...], int | None]
 
 def _burda_name(dataset: str, layers: int, model: str, k: int) -> str:
     return f"burda_{dataset}_{layers}l_{model}_k{k}"
+
+
+def _estimator_name(estimator: str, k: int) -> str:
+    return f"{estimator}_mnist_1l_iwae_k{k}"
 
 
 def _uncertain_name(model: str, dataset: str) -> str:
@@ -118,6 +127,14 @@ def _build_registry() -> tuple[dict[str, dict[str, Any]], dict[str, _Reference]]
                 ("iwae_uncertain_weights", "test_log_likelihood", dataset, model),
                 None,
             )
+    # Burda et al.'s 1-layer IWAE with the encoder gradient of STL or DReG (iwae_tf.estimators):
+    # Tucker et al.'s comparison, on the Table 1 setup; no published figure of its own.
+    for estimator in ESTIMATOR_VARIANTS:
+        for k in BURDA_KS[1:]:
+            presets[_estimator_name(estimator, k)] = {
+                **presets[_burda_name("mnist", 1, "iwae", k)],
+                "estimator": estimator,
+            }
     presets["manifold_2d"] = {
         "dataset": "mnist",
         "model": "iwae",
@@ -165,6 +182,11 @@ GRIDS: dict[str, tuple[str, ...]] = {
     },
     "quick": tuple(_burda_name("mnist", 1, m, k) for m in ("iwae", "vae") for k in (1, 5)),
     "manifold_2d": ("manifold_2d",),
+    "estimators_mnist_k5": (
+        _burda_name("mnist", 1, "vae", 5),
+        _burda_name("mnist", 1, "iwae", 5),
+        *(_estimator_name(e, 5) for e in ESTIMATOR_VARIANTS),
+    ),
 }
 """Grid name -> preset names, in the order they run (and appear in results tables)."""
 
