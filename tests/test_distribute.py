@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +39,7 @@ MIRRORED_CHECK = textwrap.dedent(
 
     def one_step(strategy, initial=None):
         with strategy.scope():
-            model = build_model("iwaeu", 4, **arch)
+            model = build_model("iwaeu", 4, estimator=sys.argv[1], **arch)
             model(x[:1])
             if initial is not None:
                 model.set_weights(initial)
@@ -59,9 +60,14 @@ MIRRORED_CHECK = textwrap.dedent(
 )
 
 
-def test_mirrored_step_equals_single_device_step():
+@pytest.mark.parametrize("estimator", ["reparam", "dreg"])
+def test_mirrored_step_equals_single_device_step(estimator):
+    # dreg: each network steps along its own surrogate, both averaged over the global batch.
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_CHECK], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", MIRRORED_CHECK, estimator],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
