@@ -170,7 +170,7 @@ class TrainConfig:
             raise ValueError("latent_sizes and hidden_sizes need one entry per stochastic layer")
         objective = self.training_objective() or bounds.Objective(VARIANTS[self.model].objective)
         objective.check(self.k)
-        estimators.check(self.estimator, objective, len(self.latent_sizes))
+        estimators.check(self.estimator, objective)
 
     def training_objective(self) -> bounds.Objective | None:
         """The objective with its parameter, or None for the model variant's own."""

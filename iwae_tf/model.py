@@ -32,7 +32,7 @@ import tf_keras as keras
 
 from iwae_tf import bounds, estimators, rng
 from iwae_tf import layers as dense_layers
-from iwae_tf.networks import Decoder, Encoder, Gaussian, NetworkConfig, gaussian_log_prob
+from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob
 
 
 class ImportanceWeightedAutoencoder(keras.Model):
@@ -75,7 +75,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         if isinstance(objective, str):
             objective = bounds.Objective(objective)
         objective.check(num_importance_samples)
-        estimators.check(estimator, objective, len(encoder.latent_sizes))
+        estimators.check(estimator, objective)
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
         if kl_weight > 0 and not num_train_examples:
@@ -97,27 +97,33 @@ class ImportanceWeightedAutoencoder(keras.Model):
         return [self.loss_tracker, self.iwae_bound_tracker, self.elbo_tracker]
 
     def log_weight_parts(
-        self, x: tf.Tensor, num_samples: int, seed: tf.Tensor
+        self, x: tf.Tensor, num_samples: int, seed: tf.Tensor, with_score: bool = False
     ) -> estimators.LogWeightParts:
-        """log p(x, h^(i)), log q(h^(i) | x), and log q with q's parameters held fixed.
+        """log p(x, h^(i)), log q(h^(i) | x) and, if asked, log q at the samples held fixed.
 
-        Args and seeds as `log_weights`; the estimators of `iwae_tf.estimators` need the parts.
+        Args:
+          x, num_samples, seed: As for `log_weights`.
+          with_score: Whether to also compute `log_q_score`, which the estimators of
+            `iwae_tf.estimators` other than the plain reparameterization gradient need.
+
+        Returns:
+          The parts, each [num_samples, batch].
         """
         encoder_seed, decoder_seed = rng.split(seed, 2)
         posterior = self.encoder(x, num_samples=num_samples, seed=encoder_seed)
         latents = [sample for sample, _ in posterior]
         log_q = tf.add_n([gaussian_log_prob(sample, q) for sample, q in posterior])
-        log_q_fixed = tf.add_n(
+        log_joint = self.decoder.log_prob(x, latents, seed=decoder_seed)
+        if not with_score:
+            return estimators.LogWeightParts(log_joint, log_q)
+        gaussians = self.encoder.gaussians_at_fixed_samples(posterior, encoder_seed)
+        log_q_score = tf.add_n(
             [
-                gaussian_log_prob(sample, Gaussian(*(tf.stop_gradient(p) for p in q)))
-                for sample, q in posterior
+                gaussian_log_prob(tf.stop_gradient(sample), q)
+                for sample, q in zip(latents, gaussians, strict=True)
             ]
         )
-        log_q_fixed_sample = tf.add_n(
-            [gaussian_log_prob(tf.stop_gradient(sample), q) for sample, q in posterior]
-        )
-        log_joint = self.decoder.log_prob(x, latents, seed=decoder_seed)
-        return estimators.LogWeightParts(log_joint, log_q, log_q_fixed, log_q_fixed_sample)
+        return estimators.LogWeightParts(log_joint, log_q, log_q_score)
 
     def log_weights(self, x: tf.Tensor, num_samples: int, seed: tf.Tensor) -> tf.Tensor:
         """log p(x, h^(i)) - log q(h^(i) | x) for i = 1..num_samples.
@@ -176,13 +182,14 @@ class ImportanceWeightedAutoencoder(keras.Model):
 
     def _forward(self, x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The encoder's and the decoder's losses (the same tensor for `reparam`)."""
-        parts = self.log_weight_parts(x, self.num_importance_samples, seed)
+        separate = estimators.separate_surrogates(self.objective, self.estimator)
+        parts = self.log_weight_parts(x, self.num_importance_samples, seed, with_score=separate)
         log_weights = parts.log_weights
         weight_kl = self.weight_kl()
         # Sum over the replica's batch / global batch: correct under tf.distribute, whose
         # gradients are summed across replicas; the KL is a model-level term, scaled once.
         kl_loss = tf.nn.scale_regularization_loss(weight_kl)
-        if not estimators.separate_surrogates(self.objective, self.estimator):
+        if not separate:
             per_example = self.objective(log_weights)
             loss = _average_over_global_batch(-per_example) + kl_loss
             losses = (loss, loss)

@@ -297,6 +297,35 @@ class Encoder(keras.Model):
             rows = tf.reshape(sample, [-1, block.output_size])
         return layers_out
 
+    def gaussians_at_fixed_samples(
+        self, posterior: list[tuple[tf.Tensor, Gaussian]], seed: tf.Tensor
+    ) -> list[Gaussian]:
+        """The Gaussians of `posterior`, each q(h_l | h_{l-1}) re-evaluated at h_{l-1} held fixed.
+
+        The same values as `posterior`'s, with the same weight draws, but a gradient that
+        reaches the encoder's variables only directly, not through the samples below: so
+        d log q(stop(h) | x) / d phi is the score term of `iwae_tf.estimators`. q(h_1 | x)
+        depends on x and the weights alone and is returned as it is.
+
+        Args:
+          posterior: What `call(x, num_samples, seed)` returned.
+          seed: The `seed` of that call, so that uncertain weights draw the same noise.
+
+        Returns:
+          One Gaussian per stochastic layer, bottom first, shaped as in `posterior`.
+        """
+        seeds = rng.split(seed, 2 * len(self.blocks))
+        gaussians = [posterior[0][1]]
+        for i in range(1, len(self.blocks)):
+            below, (sample, _) = posterior[i - 1][0], posterior[i]
+            rows = tf.stop_gradient(tf.reshape(below, [-1, below.shape[-1]]))
+            gaussian = self.blocks[i](rows, seed=seeds[2 * i])
+            shape = tf.shape(sample)
+            gaussians.append(
+                Gaussian(tf.reshape(gaussian.mean, shape), tf.reshape(gaussian.std, shape))
+            )
+        return gaussians
+
     def posterior_mean(self, x: tf.Tensor) -> list[Gaussian]:
         """q(h_l | mean of h_{l-1}) for every layer l, weights at their posterior means.
 

@@ -95,6 +95,7 @@ def test_two_workers_train_to_identical_weights(mnist_data_dir, tmp_path):
         os.path.join(REPO, "scripts", "train.py"),
         "--strategy=multi_worker",
         "--model=iwae",
+        "--estimator=dreg",  # The step with a surrogate per network, the longer path.
         "--k=2",
         "--epochs=2",
         "--steps_per_epoch=5",

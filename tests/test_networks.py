@@ -97,3 +97,23 @@ def test_call_at_posterior_mean_is_the_zero_noise_limit_of_a_draw(kind):
     np.testing.assert_allclose(layer(x, seed=SEED), L.call_at_posterior_mean(layer, x), atol=1e-4)
     L.set_posterior_scale(layer, 0.5)  # Negative control: with noise the two differ.
     assert not np.allclose(layer(x, seed=SEED), L.call_at_posterior_mean(layer, x), atol=1e-2)
+
+
+@pytest.mark.parametrize("variant", ["iwae", "iwaeu_rec"])
+def test_gaussians_at_fixed_samples_keep_the_values_and_cut_the_path_below(variant):
+    # The score term's densities: the encoder's Gaussians with the same weight draws, but
+    # q(h_2 | h_1) no longer reaches the first layer's variables through h_1.
+    model = two_layer_model(variant)
+    x = tf.constant(np.random.default_rng(0).random((5, 30)) < 0.4, tf.float32)
+    first_layer = model.encoder.blocks[0].trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        posterior = model.encoder(x, num_samples=3, seed=SEED)
+        fixed = model.encoder.gaussians_at_fixed_samples(posterior, SEED)
+        live_top, fixed_top = tf.reduce_sum(posterior[1][1].mean), tf.reduce_sum(fixed[1].mean)
+    for (_, gaussian), again in zip(posterior, fixed, strict=True):
+        np.testing.assert_allclose(again.mean, gaussian.mean, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(again.std, gaussian.std, rtol=1e-6, atol=1e-6)
+    assert all(g is not None for g in tape.gradient(live_top, first_layer))
+    assert all(g is None for g in tape.gradient(fixed_top, first_layer))
+    upper = model.encoder.blocks[1].trainable_variables
+    assert all(g is not None for g in tape.gradient(fixed_top, upper))

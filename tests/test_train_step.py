@@ -189,22 +189,24 @@ def test_two_runs_with_one_seed_are_bit_identical_and_other_seeds_differ(mnist_d
 
 
 @pytest.mark.parametrize(
-    "variant, estimator, objective",
+    "variant, estimator, objective, latent_sizes",
     [
-        ("iwae", "dreg", "iwae"),
-        ("iwaeu_rec", "stl", "iwae"),
-        ("iwaeu", "reparam", Objective("piwae", num_groups=2)),
-        ("iwae", "reparam", "rws"),
+        ("iwae", "dreg", "iwae", (3,)),
+        ("iwaeu_rec", "stl", "iwae", (3,)),
+        ("iwaeu", "reparam", Objective("piwae", num_groups=2), (3,)),
+        ("iwae", "reparam", "rws", (3,)),
+        ("iwaeu", "dreg", Objective("vr", alpha=0.5), (3, 2)),
+        ("iwae", "dreg", "rws", (3, 2)),
     ],
 )
-def test_each_network_steps_along_its_own_surrogate(variant, estimator, objective):
+def test_each_network_steps_along_its_own_surrogate(variant, estimator, objective, latent_sizes):
     # The wiring of train_step: encoder variables from the estimator's surrogate, decoder
     # variables from the objective's (the surrogates themselves are tested in
     # test_estimators.py). Taking both from the objective must fail.
     x = tf.constant(np.random.default_rng(1).random((BATCH, PIXELS)) < 0.4, tf.float32)
     model = build_model(
-        variant, K, latent_sizes=(3,), hidden_sizes=((16,),), data_size=PIXELS,
-        init_scale=0.1, seed=11, estimator=estimator, objective=objective,
+        variant, K, latent_sizes=latent_sizes, hidden_sizes=((16,),) * len(latent_sizes),
+        data_size=PIXELS, init_scale=0.1, seed=11, estimator=estimator, objective=objective,
     )  # fmt: skip
     model(x)
     before = [v.numpy() for v in model.trainable_variables]
@@ -225,7 +227,7 @@ def test_each_network_steps_along_its_own_surrogate(variant, estimator, objectiv
 
     def gradients(encoder_part):
         with tf.GradientTape(persistent=True) as tape:
-            parts = model.log_weight_parts(x, K, seed)
+            parts = model.log_weight_parts(x, K, seed, with_score=True)
             surrogate = estimators.surrogates(parts, model.objective, estimator)
             encoder_loss = -tf.reduce_mean(getattr(surrogate, encoder_part))
             decoder_loss = -tf.reduce_mean(surrogate.decoder)

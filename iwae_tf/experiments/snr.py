@@ -46,17 +46,18 @@ def gradient_draws(
     Returns:
       {"encoder": [num_draws, encoder parameters], "decoder": [num_draws, decoder parameters]}.
     """
-    estimators.check(estimator, objective, len(model.encoder.latent_sizes))
+    estimators.check(estimator, objective)
     variables = {
         "encoder": model.encoder.trainable_variables,
         "decoder": model.decoder.trainable_variables,
     }
     base = rng.from_int(seed)
+    with_score = estimators.separate_surrogates(objective, estimator)
 
     @tf.function
     def one_draw(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape(persistent=True) as tape:
-            parts = model.log_weight_parts(x, k, rng.fold_in(base, index))
+            parts = model.log_weight_parts(x, k, rng.fold_in(base, index), with_score)
             surrogate = estimators.surrogates(parts, objective, estimator)
             losses = {name: -tf.reduce_mean(getattr(surrogate, name)) for name in NETWORKS}
         return tuple(
