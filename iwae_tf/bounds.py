@@ -108,15 +108,19 @@ def vr_bound(log_weights: tf.Tensor, alpha: float) -> tf.Tensor:
     Returns:
       [batch] tensor.
     """
+    _check_alpha(alpha)
     if alpha == -math.inf:
         return tf.reduce_max(log_weights, axis=0)
-    if math.isnan(alpha) or alpha == math.inf:
-        raise ValueError(f"alpha must be a real number or -inf, got {alpha}.")
     gap = 1.0 - alpha
     if abs(gap) < _VR_SERIES_WIDTH:
         mean, variance = tf.nn.moments(log_weights, axes=[0])
         return mean + 0.5 * gap * variance
     return log_mean_exp(gap * log_weights, axis=0) / gap
+
+
+def _check_alpha(alpha: float) -> None:
+    if math.isnan(alpha) or alpha == math.inf:
+        raise ValueError(f"alpha must be a real number or -inf, got {alpha}.")
 
 
 def miwae_bound(log_weights: tf.Tensor, num_groups: int) -> tf.Tensor:
@@ -212,8 +216,8 @@ class Objective(NamedTuple):
         """Raises ValueError, naming the problem, if this objective cannot train with k samples."""
         if self.name not in OBJECTIVES:
             raise ValueError(f"Unknown objective {self.name!r}; expected one of {OBJECTIVES}.")
-        if self.name == "vr" and (math.isnan(self.alpha) or self.alpha == math.inf):
-            raise ValueError(f"alpha must be a real number or -inf, got {self.alpha}.")
+        if self.name == "vr":
+            _check_alpha(self.alpha)
         if self.name in ("miwae", "piwae") and (self.num_groups < 1 or k % self.num_groups):
             raise ValueError(
                 f"{self.name} needs num_groups (M) >= 1 dividing k = {k}, got {self.num_groups}."

@@ -36,7 +36,7 @@ How the signatures treat randomness and uncertain weights:
   Python ints work too. The restored functions (`loaded.score`, `loaded.sample`) also take
   int32 tensors, e.g. `loaded.score(x=x, k=tf.constant(100), seed=tf.constant(7))`, as long
   as the integer arguments of one call share a dtype.
-* `sample` is ancestral sampling from the mixture model, `networks.Decoder.sample` with seed
+* `sample` is `model.sample_images`: ancestral sampling from the mixture model, with seed
   split(from_int(seed), 2)[0]: h_L ~ N(0, I), h_l ~ p(h_l | h_{l+1}), with a seeded draw of
   the uncertain weights per image (per-row kinds) or per call (reparameterization); then
   images ~ Bernoulli(probs) with split(...)[1].
@@ -136,10 +136,8 @@ class _ExportModule(tf.Module):
 
     def _sample(self, n: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         n = serving.assert_scalar(n, (n >= 0) & (n <= _INT32_MAX), "n must be in [0, 2^31 - 1]")
-        model_seed, pixel_seed = rng.split(rng.from_int(seed), 2)
-        draw = self._model.decoder.sample(tf.cast(n, tf.int32), model_seed)
-        probs = tf.sigmoid(draw.logits)
-        return {"images": rng.bernoulli(probs, pixel_seed), "probs": probs, "z": draw.latents[-1]}
+        draw = self._model.sample_images(tf.cast(n, tf.int32), seed)
+        return {"images": draw.images, "probs": draw.probs, "z": draw.latents}
 
     def signatures(self) -> dict[str, Any]:
         functions = {

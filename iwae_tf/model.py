@@ -35,6 +35,20 @@ from iwae_tf import layers as dense_layers
 from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob
 
 
+class ImageSample(NamedTuple):
+    """Images drawn from the generative model (see `sample_images`).
+
+    Attributes:
+      images: [n, data_size] binary pixels drawn from the Bernoulli means.
+      probs: [n, data_size] the Bernoulli means, sigmoid(logits of p(x | h_1)).
+      latents: [n, d_L] the top stochastic layer's draws.
+    """
+
+    images: tf.Tensor
+    probs: tf.Tensor
+    latents: tf.Tensor
+
+
 class ImportanceWeightedAutoencoder(keras.Model):
     """A VAE or IWAE, trained with `model.fit` on batches of binary data [batch, features].
 
@@ -161,6 +175,25 @@ class ImportanceWeightedAutoencoder(keras.Model):
         """
         posterior = self.encoder.posterior_mean(tf.convert_to_tensor(x, tf.float32))
         return self.decoder.decode(posterior[0].mean, layer=1)
+
+    def sample_images(self, num_samples: int | tf.Tensor, seed: int | tf.Tensor) -> ImageSample:
+        """Draws images from the generative model, all of it a function of an integer seed.
+
+        `Decoder.sample` draws the latents and the pixel probabilities with
+        rng.split(rng.from_int(seed), 2)[0], and the binary pixels use [1]: the SavedModel's
+        `sample`, the plots and the TensorBoard grids draw the same images for one seed.
+
+        Args:
+          num_samples: Images n to draw.
+          seed: An integer seed (a Python int or an int64 scalar tensor).
+
+        Returns:
+          The binary images, their Bernoulli means, both [n, data_size], and the top latents.
+        """
+        model_seed, pixel_seed = rng.split(rng.from_int(seed), 2)
+        draw = self.decoder.sample(num_samples, model_seed)
+        probs = tf.sigmoid(draw.logits)
+        return ImageSample(rng.bernoulli(probs, pixel_seed), probs, draw.latents[-1])
 
     def weight_kl(self) -> tf.Tensor:
         """kl_weight * sum KL(q(W) || p(W)) / N: the per-example weight-prior penalty, or 0.

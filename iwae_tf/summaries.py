@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from iwae_tf import layers, rng
+from iwae_tf import layers
 from iwae_tf.data import IMAGE_SHAPE
 
 TENSORBOARD_DIR = "tensorboard"
@@ -85,7 +85,7 @@ class ModelSummaries(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(f"{log_dir}/{MODEL_RUN}")
         self.images = np.asarray(images, np.float32)
         self.image_epochs = image_epochs
-        self.sample_seed = rng.split(rng.from_int(seed), 2)[0]
+        self.sample_seed = seed
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         last = epoch + 1 == self.params.get("epochs")
@@ -100,8 +100,7 @@ class ModelSummaries(keras.callbacks.Callback):
         self.writer.flush()
 
     def _write_images(self) -> None:
-        draw = self.model.decoder.sample(PRIOR_SAMPLES, self.sample_seed)
-        samples = tf.sigmoid(draw.logits).numpy()
+        samples = self.model.sample_images(PRIOR_SAMPLES, self.sample_seed).probs.numpy()
         recon = self.model.reconstruct(self.images).numpy()
         grids = {
             "prior_samples": image_grid(samples, GRID_COLUMNS),

@@ -31,7 +31,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from iwae_tf import rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
 from iwae_tf.summaries import image_grid, interleave_rows
 
@@ -109,7 +108,7 @@ def save_image_grid(images: np.ndarray, path: str, columns: int, title: str) -> 
 def prior_samples(
     model: ImportanceWeightedAutoencoder, num_samples: int, seed: int = 0
 ) -> np.ndarray:
-    """Pixel means of ancestral samples from the generative model (`Decoder.sample`).
+    """Pixel means of ancestral samples from the generative model (`model.sample_images`).
 
     Args:
       model: A trained model.
@@ -119,8 +118,7 @@ def prior_samples(
     Returns:
       [num_samples, pixels] intensities in [0, 1].
     """
-    model_seed, _ = rng.split(rng.from_int(seed), 2)
-    return tf.sigmoid(model.decoder.sample(num_samples, model_seed).logits).numpy()
+    return model.sample_images(num_samples, seed).probs.numpy()
 
 
 def reconstructions(model: ImportanceWeightedAutoencoder, x: np.ndarray | tf.Tensor) -> np.ndarray:
