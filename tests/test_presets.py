@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 
 import pytest
@@ -22,7 +23,10 @@ def test_every_cell_of_both_tables_has_a_preset():
         f"{m}_seed_{d}" for m in ("iwae", "iwaeu", "iwaeu_rec") for d in ("mnist", "omniglot")
     )
     estimators = {f"{e}_mnist_1l_iwae_k{k}" for e in ("stl", "dreg") for k in (5, 50)}
-    assert set(PRESETS) == set(burda) | set(seed) | estimators | {"manifold_2d"}
+    objectives = {"vr_max_mnist_1l_k50", "vr_max_mnist_2l_k50"}
+    objectives |= {f"{o}_mnist_1l_k64" for o in ("miwae", "piwae", "ciwae")}
+    objectives |= {f"rws{e}_mnist_1l_k{k}" for e in ("", "_dreg") for k in (5, 50)}
+    assert set(PRESETS) == set(burda) | set(seed) | estimators | objectives | {"manifold_2d"}
 
 
 def test_estimator_presets_are_burdas_iwae_with_another_encoder_gradient():
@@ -32,7 +36,29 @@ def test_estimator_presets_are_burdas_iwae_with_another_encoder_gradient():
             apply_preset("burda_mnist_1l_iwae_k5"), estimator=estimator
         )
         config.validate()
-    assert published(f"{estimator}_mnist_1l_iwae_k5") is None
+    assert published("stl_mnist_1l_iwae_k5") is None
+    # DReG's figures come from a public reproduction's list for k = 1, 5, 50.
+    assert published_nll("dreg_mnist_1l_iwae_k5") == 84.9
+    assert published_nll("dreg_mnist_1l_iwae_k50") == 84.32
+
+
+@pytest.mark.parametrize(
+    "name, base, changes, nll",
+    [
+        ("vr_max_mnist_1l_k50", "1l_iwae_k50", dict(objective="vr", alpha=-math.inf), 84.81),
+        ("vr_max_mnist_2l_k50", "2l_iwae_k50", dict(objective="vr", alpha=-math.inf), 83.44),
+        ("miwae_mnist_1l_k64", "1l_iwae_k50", dict(objective="miwae", num_groups=8, k=64), 84.97),
+        ("piwae_mnist_1l_k64", "1l_iwae_k50", dict(objective="piwae", num_groups=8, k=64), 84.46),
+        ("ciwae_mnist_1l_k64", "1l_iwae_k50", dict(objective="ciwae", beta=0.05, k=64), 84.57),
+        ("rws_mnist_1l_k5", "1l_iwae_k5", dict(objective="rws"), None),
+        ("rws_dreg_mnist_1l_k50", "1l_iwae_k50", dict(objective="rws", estimator="dreg"), None),
+    ],
+)
+def test_objective_presets_are_burdas_setup_with_another_objective(name, base, changes, nll):
+    config = apply_preset(name)
+    assert config == dataclasses.replace(apply_preset(f"burda_mnist_{base}"), **changes)
+    config.validate()
+    assert published_nll(name) == nll
 
 
 def test_burda_presets_carry_the_papers_hyperparameters():
@@ -127,5 +153,5 @@ def test_published_figures_come_from_the_package_file():
     assert published_nll("iwaeu_rec_seed_omniglot") == 118.647
     assert published("manifold_2d") is None
     for name in PRESETS:
-        if name != "manifold_2d" and not name.startswith(("stl_", "dreg_")):
+        if name != "manifold_2d" and not name.startswith(("stl_", "rws")):
             assert 80 < published_nll(name) < 120, name

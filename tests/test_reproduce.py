@@ -280,3 +280,17 @@ def test_learning_curves_from_history(tmp_path, plots):
     )
     assert plots.read_history(str(history))["val_iwae_bound"].tolist() == [-140.0, -118.0]
     assert_png(plots.plot_learning_curves({"run": str(history)}, str(tmp_path / "c.png")))
+
+
+def test_the_table_names_the_objective_and_estimator_that_trained_each_model():
+    def cell(name):
+        config = presets.apply_preset(name)
+        row = {"model": config.model, "objective": reproduce.describe_objective(config)}
+        return reproduce.describe_model({**row, "estimator": config.estimator})
+
+    assert cell("burda_mnist_1l_vae_k5") == "vae"
+    assert cell("burda_mnist_1l_iwae_k5") == "iwae"
+    assert cell("dreg_mnist_1l_iwae_k5") == "iwae: dreg"
+    assert cell("vr_max_mnist_1l_k50") == "iwae: vr(alpha=-inf)"
+    assert cell("ciwae_mnist_1l_k64") == "iwae: ciwae(beta=0.05)"
+    assert cell("rws_dreg_mnist_1l_k5") == "iwae: rws, dreg"

@@ -20,12 +20,18 @@ into a config. Two tables are covered:
 DReG encoder gradient (Tucker et al. 2019); the grid `estimators_mnist_k5` sets them beside the
 VAE and IWAE at k = 5.
 
+The objectives of `iwae_tf.bounds` on the same MNIST setup (grid `objectives_mnist_1l`):
+`vr_max_mnist_{1|2}l_k50` (Li & Turner 2016), `{miwae|piwae}_mnist_1l_k64` (M = 8 groups of 8)
+and `ciwae_mnist_1l_k64` (beta = 0.05) (Rainforth et al. 2018), and reweighted wake-sleep,
+`rws_mnist_1l_k{5|50}` and with DReG's encoder update `rws_dreg_mnist_1l_k{5|50}`.
+
 `manifold_2d` is an IWAE with 2 latents, for the latent-manifold plot of `experiments.plots`.
 
 The published figures live in the package data file `paper_results.json` (a copy of the
 project's shared reference file); `published(name)` reads the entry of a preset: the test NLL
-in nats (the uncertain-weights table reports log-likelihoods, negated here) and, for Table 1,
-the active units per stochastic layer.
+in nats (the uncertain-weights and VR tables report log-likelihoods, negated here), for Table 1
+the active units per stochastic layer, and for DReG, MIWAE, PIWAE and CIWAE the figures of public
+reproductions.
 """
 
 from __future__ import annotations
@@ -68,9 +74,24 @@ _BURDA_TRAINING: dict[str, Any] = {
 # selection. Other datasets train on their whole training split.
 _TRAIN_SPLITS: dict[str, str] = {"mnist": "train[:59600]"}
 
-# A preset's place in paper_results.json: the keys down to its NLL entry, and the index of its
-# active-unit count (Table 1 lists them per k) or None.
-_Reference = tuple[tuple[str, ...], int | None]
+
+class _Reference(NamedTuple):
+    """A preset's place in paper_results.json.
+
+    Attributes:
+      path: The keys down to its figure, or to a list of figures.
+      index: Which entry of that list, or None.
+      active_index: The index of its active-unit count in Table 1 (listed per k), or None.
+    """
+
+    path: tuple[str, ...]
+    index: int | None = None
+    active_index: int | None = None
+
+
+# Tables that report test log-likelihoods (negated into NLLs here), not NLLs.
+_LOG_LIKELIHOOD_TABLES = frozenset({"iwae_uncertain_weights", "li_turner2016_vr"})
+_LATER_WORK = "later_work_mnist_1_layer_k_samples"
 
 
 def _burda_name(dataset: str, layers: int, model: str, k: int) -> str:
@@ -102,9 +123,9 @@ def _build_registry() -> tuple[dict[str, dict[str, Any]], dict[str, _Reference]]
                         **_train_split(dataset),
                     }
                     table_layers = "1_layer" if layers == 1 else f"{layers}_layers"
-                    references[name] = (
+                    references[name] = _Reference(
                         ("burda2016_iwae", dataset, table_layers, model, f"k{k}"),
-                        k_index,
+                        active_index=k_index,
                     )
     for dataset in BURDA_DATASETS:
         for model in UNCERTAIN_MODELS:
@@ -123,16 +144,51 @@ def _build_registry() -> tuple[dict[str, dict[str, Any]], dict[str, _Reference]]
                 "eval_k": PAPER_EVAL_K,
                 **_train_split(dataset),
             }
-            references[name] = (
-                ("iwae_uncertain_weights", "test_log_likelihood", dataset, model),
-                None,
+            references[name] = _Reference(
+                ("iwae_uncertain_weights", "test_log_likelihood", dataset, model)
             )
     # Burda et al.'s 1-layer IWAE with the encoder gradient of STL or DReG (iwae_tf.estimators):
-    # Tucker et al.'s comparison, on the Table 1 setup; no published figure of its own.
+    # Tucker et al.'s comparison, on the Table 1 setup; DReG's figures are those of a public
+    # reproduction (paper_results.json, later work).
     for estimator in ESTIMATOR_VARIANTS:
-        for k in BURDA_KS[1:]:
-            presets[_estimator_name(estimator, k)] = {
+        for k_index, k in enumerate(BURDA_KS):
+            if k == 1:
+                continue
+            name = _estimator_name(estimator, k)
+            presets[name] = {**presets[_burda_name("mnist", 1, "iwae", k)], "estimator": estimator}
+            if estimator == "dreg":
+                references[name] = _Reference((_LATER_WORK, "dreg_iwae_k1_k5_k50"), k_index)
+    # The relatives of iwae_tf.bounds on Burda et al.'s MNIST setup (architecture, optimizer,
+    # schedule, K = 5000), each with its published figure where there is one.
+    for layers in (1, 2):
+        presets[f"vr_max_mnist_{layers}l_k50"] = {
+            **presets[_burda_name("mnist", layers, "iwae", 50)],
+            "objective": "vr",
+            "alpha": float("-inf"),
+        }
+        references[f"vr_max_mnist_{layers}l_k50"] = _Reference(
+            ("li_turner2016_vr", "mnist_test_log_likelihood", f"L{layers}_K50", "vr_max")
+        )
+    # Rainforth et al.'s budget: M = 8 groups of K = 8 samples, k = 64 in all.
+    for objective, parameter, key in (
+        ("miwae", {"num_groups": 8}, "miwae_m8_k8"),
+        ("piwae", {"num_groups": 8}, "piwae_m8_k8"),
+        ("ciwae", {"beta": 0.05}, "ciwae_beta_0.05"),
+    ):
+        name = f"{objective}_mnist_1l_k64"
+        presets[name] = {
+            **presets[_burda_name("mnist", 1, "iwae", 50)],
+            "k": 64,
+            "objective": objective,
+            **parameter,
+        }
+        references[name] = _Reference((_LATER_WORK, key))
+    for k in BURDA_KS[1:]:
+        for estimator in ("reparam", "dreg"):
+            suffix = "" if estimator == "reparam" else "_dreg"
+            presets[f"rws{suffix}_mnist_1l_k{k}"] = {
                 **presets[_burda_name("mnist", 1, "iwae", k)],
+                "objective": "rws",
                 "estimator": estimator,
             }
     presets["manifold_2d"] = {
@@ -182,6 +238,12 @@ GRIDS: dict[str, tuple[str, ...]] = {
     },
     "quick": tuple(_burda_name("mnist", 1, m, k) for m in ("iwae", "vae") for k in (1, 5)),
     "manifold_2d": ("manifold_2d",),
+    "objectives_mnist_1l": (
+        "vr_max_mnist_1l_k50",
+        *(f"{o}_mnist_1l_k64" for o in ("miwae", "piwae", "ciwae")),
+        "rws_mnist_1l_k50",
+        "rws_dreg_mnist_1l_k50",
+    ),
     "estimators_mnist_k5": (
         _burda_name("mnist", 1, "vae", 5),
         _burda_name("mnist", 1, "iwae", 5),
@@ -306,20 +368,26 @@ def published(name: str) -> Published | None:
     preset_overrides(name)  # Validates the name.
     if name not in _REFERENCES:
         return None
-    path, active_index = _REFERENCES[name]
+    reference = _REFERENCES[name]
     results = load_paper_results()
-    source = results[path[0]]["source"]
+    table = results[reference.path[0]]
+    source = table.get("source") or table["_about"]
     entry: Any = results
-    for key in path:
+    for key in reference.path:
         entry = entry[key]
-    if path[0] == "iwae_uncertain_weights":
-        log_likelihood, stderr = entry
-        return Published(-float(log_likelihood), float(stderr), None, source)
-    table_row: Any = results
-    for key in path[:-1]:
-        table_row = table_row[key]
-    active = _parse_active(table_row["active"][active_index])
-    return Published(float(entry), None, active, source)
+    if reference.index is not None:
+        entry = entry[reference.index]
+    stderr = None
+    if isinstance(entry, list):  # [value, standard error]
+        entry, stderr = entry
+    nll = -float(entry) if reference.path[0] in _LOG_LIKELIHOOD_TABLES else float(entry)
+    active = None
+    if reference.active_index is not None:
+        table_row: Any = results
+        for key in reference.path[:-1]:
+            table_row = table_row[key]
+        active = _parse_active(table_row["active"][reference.active_index])
+    return Published(nll, None if stderr is None else float(stderr), active, source)
 
 
 def published_nll(name: str) -> float | None:

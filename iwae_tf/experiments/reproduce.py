@@ -44,6 +44,7 @@ from absl import logging
 from iwae_tf import data, evaluation, schedules, train
 from iwae_tf.config import TrainConfig
 from iwae_tf.experiments import presets
+from iwae_tf.model import VARIANTS
 
 RUNS_DIR = "runs"
 PLOTS_DIR = "plots"
@@ -70,6 +71,8 @@ COLUMNS: tuple[str, ...] = (
     "preset",
     "dataset",
     "model",
+    "objective",
+    "estimator",
     "k",
     "layers",
     "budget",
@@ -92,6 +95,26 @@ COLUMNS: tuple[str, ...] = (
 """results.csv columns. gap = test - train NLL; difference = ours - published (test NLL)."""
 
 ActiveUnitsFn = Callable[..., Sequence[int]]
+
+
+def describe_objective(config: TrainConfig) -> str:
+    """The trained objective with its parameter: "iwae", "vr(alpha=-inf)", "miwae(M=8)"..."""
+    name = config.objective or VARIANTS[config.model].objective
+    parameter = {
+        "vr": f"alpha={config.alpha:g}",
+        "miwae": f"M={config.num_groups}",
+        "piwae": f"M={config.num_groups}",
+        "ciwae": f"beta={config.beta:g}",
+    }.get(name)
+    return f"{name}({parameter})" if parameter else name
+
+
+def describe_model(row: dict[str, Any]) -> str:
+    """The results table's model cell: the networks, and what trained them if not their own."""
+    extras = [row["objective"]] if row["objective"] != VARIANTS[row["model"]].objective else []
+    if row["estimator"] != "reparam":
+        extras.append(row["estimator"])
+    return f"{row['model']}: {', '.join(extras)}" if extras else row["model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +344,8 @@ def _row(
         "preset": preset,
         "dataset": config.dataset,
         "model": config.model,
+        "objective": describe_objective(config),
+        "estimator": config.estimator,
         "k": config.k,
         "layers": len(config.latent_sizes),
         "budget": describe_budget(config),
@@ -395,7 +420,7 @@ def write_results(
         wall = "" if row["wall_seconds"] is None else f"{row['wall_seconds']:.0f} s"
         cells = [
             row["preset"],
-            row["model"],
+            describe_model(row),
             row["k"],
             row["layers"],
             row["dataset"],
