@@ -58,6 +58,11 @@ import tensorflow as tf
 from iwae_tf import bounds, rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
 
+COMPILED_ROWS_PER_CALL = 5_000
+"""Rows per model call of the XLA-compiled path. A probe of 500 to 5000 rows per call on the
+784-200-200-50 net (BENCHMARKS.md, "Evaluation") found 5000 as fast as any, and it keeps the
+[rows, 784] logits at 16 MB."""
+
 DEFAULT_MAX_ROWS = 50_000
 """Default bound on (sample, example) rows per model call; what it costs in memory and time
 at K = 5000 is in BENCHMARKS.md ("Evaluation")."""
@@ -192,6 +197,81 @@ def _block_and_chunk_sizes(
     return block, chunk
 
 
+def compiled_chunk_sizes(
+    num_samples: int, max_rows: int, group_size: int | None
+) -> tuple[int, int, int]:
+    """(examples per block b, samples per chunk c, chunks per block) of the compiled path.
+
+    Rows per call are capped at min(max_rows, COMPILED_ROWS_PER_CALL). K is split into
+    ceil(K / cap) chunks of equal size c, rounded up to a multiple of the group size, so the
+    last chunk draws at most a few samples beyond K, which are masked out.
+    """
+    group = max(1, group_size or 1)
+    rows = min(max_rows, COMPILED_ROWS_PER_CALL)
+    cap = max(group, rows // group * group)
+    num_chunks = -(-num_samples // cap)
+    chunk = -(-num_samples // num_chunks)
+    chunk = -(-chunk // group) * group
+    return max(1, rows // chunk), chunk, num_chunks
+
+
+def _compiled_statistics(
+    model: ImportanceWeightedAutoencoder,
+    x: tf.Tensor,
+    num_samples: int,
+    seed: tf.Tensor,
+    max_rows: int,
+    group_size: int | None,
+) -> LogWeightStatistics:
+    """`log_weight_statistics` for a Python-int K, with static shapes and each block under XLA.
+
+    The last block is padded with zero rows, whose statistics are dropped; within a block,
+    chunk j draws c samples with fold_in(fold_in(seed, b), j) and keeps the first
+    min(c, K - j c) of them.
+    """
+    block, chunk, num_chunks = compiled_chunk_sizes(num_samples, max_rows, group_size)
+    group = group_size or 1
+    num_examples = tf.shape(x)[0]
+    num_blocks = (num_examples + block - 1) // block
+    padded = tf.pad(x, [[0, num_blocks * block - num_examples], [0, 0]])
+    blocks = tf.reshape(padded, [num_blocks, block, x.shape[-1]])
+
+    @tf.function(jit_compile=True)
+    def block_statistics(rows: tf.Tensor, block_seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        def body(j: tf.Tensor, log_sum: tf.Tensor, total: tf.Tensor, group_sum: tf.Tensor):
+            log_weights = model.log_weights(rows, chunk, rng.fold_in(block_seed, j))
+            kept = tf.clip_by_value(num_samples - j * chunk, 0, chunk)
+            in_chunk = tf.range(chunk)[:, tf.newaxis] < kept
+            chunk_log_sum = tf.reduce_logsumexp(tf.where(in_chunk, log_weights, -np.inf), axis=0)
+            log_sum = tf.reduce_logsumexp(tf.stack([log_sum, chunk_log_sum]), axis=0)
+            total += tf.reduce_sum(tf.where(in_chunk, log_weights, 0.0), axis=0)
+            if group_size:
+                grouped = tf.reshape(log_weights, [chunk // group, group, block])
+                whole = (tf.range(chunk // group) + 1) * group <= kept
+                bound = bounds.log_mean_exp(grouped, axis=1)
+                group_sum += tf.reduce_sum(tf.where(whole[:, tf.newaxis], bound, 0.0), axis=0)
+            return j + 1, log_sum, total, group_sum
+
+        zeros = tf.zeros([block], x.dtype)
+        start = (tf.constant(0), tf.fill([block], tf.constant(-np.inf, x.dtype)), zeros, zeros)
+        _, log_sum, total, group_sum = tf.while_loop(
+            lambda j, *_: j < num_chunks, body, start, parallel_iterations=1
+        )
+        return log_sum, total, group_sum
+
+    def over_blocks(b: tf.Tensor, *arrays: tf.TensorArray) -> tuple[Any, ...]:
+        outputs = block_statistics(blocks[b], rng.fold_in(seed, b))
+        return (b + 1, *(a.write(b, o) for a, o in zip(arrays, outputs, strict=True)))
+
+    arrays = tuple(tf.TensorArray(x.dtype, size=num_blocks) for _ in range(3))
+    _, *arrays = tf.while_loop(
+        lambda b, *_: b < num_blocks, over_blocks, (tf.constant(0), *arrays), parallel_iterations=1
+    )
+    log_sum, total, group_sum = (a.concat()[:num_examples] for a in arrays)
+    groups = (num_samples // chunk) * (chunk // group) + (num_samples % chunk) // group
+    return LogWeightStatistics(log_sum, total, group_sum, tf.constant(groups if group_size else 0))
+
+
 def log_weight_statistics(
     model: ImportanceWeightedAutoencoder,
     x: tf.Tensor,
@@ -199,6 +279,7 @@ def log_weight_statistics(
     seed: tf.Tensor,
     max_rows: int = DEFAULT_MAX_ROWS,
     group_size: int | None = None,
+    jit_compile: bool = False,
 ) -> LogWeightStatistics:
     """Statistics of K log-weights for every example of x, in bounded memory.
 
@@ -214,11 +295,16 @@ def log_weight_statistics(
       seed: int32/int64 [2] stateless seed.
       max_rows: Bound on rows per model call; this, not K or N, sets the memory used.
       group_size: If set, also accumulate L_k over disjoint groups of k = group_size samples.
+      jit_compile: With a Python-int K, compile each block with XLA, in static shapes
+        (`compiled_chunk_sizes`): the same estimator, with other block and chunk sizes and
+        so other draws.
 
     Returns:
       The statistics, in the order of x.
     """
     x = tf.convert_to_tensor(x)
+    if jit_compile and isinstance(num_samples, int):
+        return _compiled_statistics(model, x, num_samples, seed, max_rows, group_size)
     num_samples = tf.convert_to_tensor(num_samples, tf.int32)
     num_examples = tf.shape(x)[0]
     block, chunk = _block_and_chunk_sizes(num_examples, num_samples, max_rows, group_size)
@@ -286,6 +372,7 @@ def estimate_log_likelihood(
     max_rows: int = DEFAULT_MAX_ROWS,
     seed: int = 0,
     group_size: int | None = None,
+    jit_compile: bool = True,
 ) -> LogLikelihoodEstimates:
     """K-sample estimates of log p(x) and the ELBO for every example of a dataset.
 
@@ -299,6 +386,8 @@ def estimate_log_likelihood(
         reproducible for the same batching.
       group_size: If set (e.g. the training k), also estimate L_k at k = group_size from
         the same samples (see the module docstring).
+      jit_compile: Compile the sampling with XLA (`log_weight_statistics`); about twice as
+        fast on CPU (BENCHMARKS.md), with other draws than without.
 
     Returns:
       The per-example estimates, in dataset order.
@@ -312,7 +401,9 @@ def estimate_log_likelihood(
     @tf.function(reduce_retracing=True)
     def batch_stats(x: tf.Tensor, index: tf.Tensor) -> LogWeightStatistics:
         batch_seed = rng.fold_in(base_seed, index)
-        return log_weight_statistics(model, x, num_samples, batch_seed, max_rows, group_size)
+        return log_weight_statistics(
+            model, x, num_samples, batch_seed, max_rows, group_size, jit_compile
+        )
 
     log_px, elbo, bound_k = [], [], []
     for i, x in enumerate(_batches(dataset)):
@@ -492,6 +583,7 @@ def evaluate(
     seed: int = 0,
     active_unit_samples: int = 100,
     active_unit_threshold: float = ACTIVE_UNIT_THRESHOLD,
+    jit_compile: bool = True,
 ) -> Evaluation:
     """Test NLL with K samples, the ELBO, L_k at the training k and the active units.
 
@@ -505,13 +597,14 @@ def evaluate(
       seed: Seed of every draw.
       active_unit_samples: Draws averaged over for E_q[h | x] (see `active_units`).
       active_unit_threshold: Activity threshold on Var_x(E_q[h_u | x]).
+      jit_compile: Compile the sampling with XLA (see `estimate_log_likelihood`).
 
     Returns:
       The evaluation.
     """
     train_k = train_k or model.num_importance_samples
     estimates = estimate_log_likelihood(
-        model, dataset, num_samples, max_rows=max_rows, seed=seed, group_size=train_k
+        model, dataset, num_samples, max_rows, seed, group_size=train_k, jit_compile=jit_compile
     )
     units = active_units(model, dataset, active_unit_threshold, active_unit_samples, seed)
     return Evaluation(estimates, num_samples, train_k, units, seed)

@@ -120,39 +120,93 @@ def test_model_calls_never_exceed_max_rows(model, x, monkeypatch):
     assert sum(rows) == 1000 * 7 * 6
 
 
-def test_estimate_log_likelihood_is_reproducible_and_in_dataset_order(model, x):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_estimate_log_likelihood_is_reproducible_and_in_dataset_order(model, x, jit_compile):
     ds = tf.data.Dataset.from_tensor_slices(x).batch(3)
-    first = evaluation.estimate_log_likelihood(model, ds, 40, seed=7, group_size=4)
-    again = evaluation.estimate_log_likelihood(model, ds, 40, seed=7, group_size=4)
-    other = evaluation.estimate_log_likelihood(model, ds, 40, seed=8, group_size=4)
+
+    def estimate(seed):
+        return evaluation.estimate_log_likelihood(
+            model, ds, 40, seed=seed, group_size=4, jit_compile=jit_compile
+        )
+
+    first, again, other = estimate(7), estimate(7), estimate(8)
+    # The same ops on the same inputs, compiled or not: equal bits.
     np.testing.assert_array_equal(first.log_px, again.log_px)
     assert not np.allclose(first.log_px, other.log_px)
     # Batch i draws with fold_in([seed, 0], i): recompute the second batch alone.
     batch_seed = fold_in(tf.constant([7, 0], tf.int64), 1)
-    log_px, _ = evaluation.score(model, x[3:6], 40, batch_seed)
-    np.testing.assert_allclose(first.log_px[3:6], log_px.numpy(), rtol=1e-6)
+    stats = evaluation.log_weight_statistics(model, x[3:6], 40, batch_seed, jit_compile=jit_compile)
+    np.testing.assert_allclose(first.log_px[3:6], stats.log_sum_exp - np.log(40), rtol=1e-6)
     assert first.group_size == 4 and first.iwae_bound_k.shape == (7,)
 
 
-def test_bounds_from_the_same_samples_are_ordered_per_example(model):
-    # With K a multiple of k every sample is in a group, and by Jensen's inequality, for each
-    # example: mean log w <= mean over groups of log-mean-exp <= log-mean-exp over all K.
-    rng = np.random.default_rng(1)
-    xs = tf.constant(rng.random((200, PIXELS)) < 0.4, tf.float32)
-    estimates = evaluation.estimate_log_likelihood(
-        model, tf.data.Dataset.from_tensor_slices(xs).batch(100), 200, seed=0, group_size=4
+def manual_compiled_statistics(model, x, num_samples, seed, max_rows, group=None):
+    """The compiled path's statistics recomputed eagerly: zero-padded blocks, full chunks drawn,
+    the samples beyond K dropped, groups only where whole."""
+    block, chunk, num_chunks = evaluation.compiled_chunk_sizes(num_samples, max_rows, group)
+    padded = np.concatenate([x, np.zeros((-len(x) % block, x.shape[1]), np.float32)])
+    log_sum, total, group_sum = [], [], []
+    for b in range(len(padded) // block):
+        rows = tf.constant(padded[b * block : (b + 1) * block])
+        draws = [
+            model.log_weights(rows, chunk, seed=fold_in(fold_in(seed, b), j)).numpy()
+            for j in range(num_chunks)
+        ]
+        lw = np.concatenate(draws).astype(np.float64)[:num_samples]
+        log_sum.append(special.logsumexp(lw, axis=0))
+        total.append(lw.sum(axis=0))
+        if group:
+            # Chunks are multiples of the group size, so groups are consecutive samples.
+            whole = num_samples // chunk * (chunk // group) + num_samples % chunk // group
+            grouped = lw[: whole * group].reshape(whole, group, block)
+            group_sum.append((special.logsumexp(grouped, axis=1) - np.log(group)).sum(axis=0))
+    n = len(x)
+    stack = [np.concatenate(v)[:n] for v in (log_sum, total)]
+    return (*stack, np.concatenate(group_sum)[:n] if group else None)
+
+
+@pytest.mark.parametrize(
+    "num_samples, max_rows, group, sizes",
+    [
+        (5, 1000, None, (200, 5, 1)),  # One block, padded from 7 examples to 200.
+        (25, 10, None, (1, 9, 3)),  # Chunks of 9, 9 and 7 kept of 9: 2 draws masked.
+        (30, 60, 4, (1, 32, 1)),  # One chunk of 32 for K = 30: 7 whole groups of 4.
+        (14, 12, 4, (1, 8, 2)),  # Chunks of 8 and 6 kept: groups 2 + 1.
+    ],
+)
+def test_compiled_statistics_match_recomputation(model, x, num_samples, max_rows, group, sizes):
+    assert evaluation.compiled_chunk_sizes(num_samples, max_rows, group) == sizes
+    seed = tf.constant([11, 0], tf.int64)
+    stats = tf.function(
+        lambda x: evaluation.log_weight_statistics(
+            model, x, num_samples, seed, max_rows, group, jit_compile=True
+        )
+    )(x)
+    log_sum, total, group_sum = manual_compiled_statistics(
+        model, x.numpy(), num_samples, seed, max_rows, group
     )
-    assert np.all(estimates.elbo <= estimates.iwae_bound_k + 1e-4)
-    assert np.all(estimates.iwae_bound_k <= estimates.log_px + 1e-4)
-    # And the gaps are real: the model is far from its posterior.
-    assert np.mean(estimates.iwae_bound_k - estimates.elbo) > 0.1
-    assert np.mean(estimates.log_px - estimates.iwae_bound_k) > 0.1
+    np.testing.assert_allclose(stats.log_sum_exp.numpy(), log_sum, rtol=1e-5)
+    np.testing.assert_allclose(stats.sum.numpy(), total, rtol=1e-5)
+    if group:
+        whole = {30: 7, 14: 3}[num_samples]
+        assert int(stats.num_groups) == whole
+        np.testing.assert_allclose(stats.group_bound_sum.numpy(), group_sum, rtol=1e-5)
 
 
-def test_too_few_samples_for_a_group_gives_nan_bound(model, x):
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(7)
-    estimates = evaluation.estimate_log_likelihood(model, ds, 3, seed=0, group_size=4)
-    assert np.all(np.isnan(estimates.iwae_bound_k))
+def test_compiled_and_uncompiled_estimates_agree_up_to_monte_carlo_error(model):
+    xs = tf.constant(np.random.default_rng(4).random((50, PIXELS)) < 0.4, tf.float32)
+    ds = tf.data.Dataset.from_tensor_slices(xs).batch(25)
+    compiled, plain = (
+        evaluation.estimate_log_likelihood(model, ds, 3000, max_rows=2000, jit_compile=jit)
+        for jit in (True, False)
+    )
+    assert not np.array_equal(compiled.log_px, plain.log_px)  # Other draws...
+    # ...of the same estimator: the mean difference over examples is Monte Carlo noise, within
+    # a few of its standard errors (a dropped or doubled chunk would shift every example).
+    for a, b in ((compiled.log_px, plain.log_px), (compiled.elbo, plain.elbo)):
+        difference = a.astype(np.float64) - b
+        stderr = difference.std(ddof=1) / np.sqrt(len(difference))
+        assert abs(difference.mean()) < 4 * stderr + 1e-3, (difference.mean(), stderr)
 
 
 def dead_unit_model(variant, latent_sizes, hidden_sizes, dead):
