@@ -1,0 +1,136 @@
+r"""Comparisons across training seeds: paired differences of test NLL between presets.
+
+Grids run with `scripts/reproduce.py --seed=s` (one output directory per seed) train every
+preset with the same seed s, and so with the same initialization seed, data order and
+evaluation draws. For a preset A and the reference R, each seed gives one paired difference
+
+    d_s = NLL_A(s) - NLL_R(s),   s = 1..n,
+
+and the comparison reports mean_s d_s with its standard error across seeds,
+sd(d) / sqrt(n) (n - 1 degrees of freedom). Beside it stand each preset's mean NLL with its
+standard error across seeds and the mean, over runs, of the standard error over test images,
+the Monte Carlo and test-set part of one run's figure. A difference is resolved when it
+exceeds about two to three of its standard errors. With n = 3 the t quantile for 95% is 4.30,
+so a claim needs a mean difference beyond about 4.3 standard errors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from iwae_tf.experiments import reproduce
+
+T_95: dict[int, float] = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36}
+"""Two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 seeds)."""
+
+
+def load_runs(output_dirs: Sequence[str]) -> dict[str, dict[int, dict[str, Any]]]:
+    """The finished runs of grid output directories: preset -> seed -> metrics.json.
+
+    Raises:
+      ValueError: Two directories hold the same preset with the same seed, or a directory
+        holds no finished run.
+    """
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for output_dir in output_dirs:
+        runs_dir = os.path.join(output_dir, reproduce.RUNS_DIR)
+        found = 0
+        for preset in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+            path = os.path.join(runs_dir, preset, "metrics.json")
+            if not os.path.exists(path):
+                continue  # Unfinished.
+            with open(path) as f:
+                metrics = json.load(f)
+            seed = int(metrics["config"]["seed"])
+            if seed in runs.setdefault(preset, {}):
+                raise ValueError(f"{preset} with seed {seed} appears twice (again in {output_dir})")
+            runs[preset][seed] = metrics
+            found += 1
+        if not found:
+            raise ValueError(f"{output_dir} holds no finished run (looked in {runs_dir})")
+    return runs
+
+
+def _mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray(values, np.float64)
+    stderr = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+    return float(values.mean()), stderr
+
+
+def _resolved(mean: float, stderr: float, n: int) -> bool:
+    """Whether a paired t-test over n seeds rejects a zero difference at 5%, two-sided."""
+    if n < 2 or not math.isfinite(stderr) or n - 1 not in T_95:
+        return False
+    return abs(mean) > T_95[n - 1] * stderr
+
+
+def paired_table(
+    runs: dict[str, dict[int, dict[str, Any]]], reference: str, presets: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per preset: its NLL per seed, their mean, and the difference from `reference`.
+
+    Only seeds with a finished run of both the preset and the reference enter a difference.
+
+    Raises:
+      ValueError: `reference` or a preset has no finished run.
+    """
+    for name in (reference, *presets):
+        if name not in runs:
+            raise ValueError(f"no finished run of {name!r}; have {sorted(runs)}")
+    rows = []
+    for preset in presets:
+        by_seed = runs[preset]
+        seeds = sorted(by_seed)
+        nlls = [by_seed[s]["test_nll"] for s in seeds]
+        mean, stderr = _mean_and_stderr(nlls)
+        paired = sorted(set(seeds) & set(runs[reference]))
+        differences = [by_seed[s]["test_nll"] - runs[reference][s]["test_nll"] for s in paired]
+        difference, difference_stderr = (
+            _mean_and_stderr(differences) if differences else (math.nan, math.nan)
+        )
+        rows.append(
+            {
+                "preset": preset,
+                "seeds": seeds,
+                "test_nll": nlls,
+                "mean_test_nll": mean,
+                "seed_stderr": stderr,
+                "image_stderr": float(np.mean([by_seed[s]["test_nll_stderr"] for s in seeds])),
+                "paired_seeds": paired,
+                "difference": difference,
+                "difference_stderr": difference_stderr,
+                "differences": differences,
+                "resolved_95": _resolved(difference, difference_stderr, len(differences)),
+            }
+        )
+    return rows
+
+
+def format_markdown(rows: Sequence[dict[str, Any]], reference: str) -> str:
+    """The rows as a Markdown table, NLLs in nats, differences against `reference`."""
+    lines = [
+        f"| preset | test NLL per seed | mean ± se (seeds) | se over images | − {reference} "
+        "± se (paired seeds) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        per_seed = ", ".join(f"{v:.2f}" for v in row["test_nll"])
+        if row["preset"] == reference:
+            difference = "reference"
+        elif row["paired_seeds"]:
+            difference = f"{row['difference']:+.2f} ± {row['difference_stderr']:.2f}"
+            difference += f" (n = {len(row['paired_seeds'])}"
+            difference += ", resolved at 95%)" if row["resolved_95"] else ", not resolved)"
+        else:
+            difference = "no common seed"
+        lines.append(
+            f"| {row['preset']} | {per_seed} | {row['mean_test_nll']:.2f} ± "
+            f"{row['seed_stderr']:.2f} | {row['image_stderr']:.2f} | {difference} |"
+        )
+    return "\n".join(lines) + "\n"
