@@ -112,6 +112,11 @@ def paired_table(
     return rows
 
 
+def _plus_minus(mean: float, stderr: float, signed: bool = False) -> str:
+    value = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return f"{value} ± {stderr:.2f}" if math.isfinite(stderr) else f"{value} ± –"
+
+
 def format_markdown(rows: Sequence[dict[str, Any]], reference: str) -> str:
     """The rows as a Markdown table, NLLs in nats, differences against `reference`."""
     lines = [
@@ -124,13 +129,14 @@ def format_markdown(rows: Sequence[dict[str, Any]], reference: str) -> str:
         if row["preset"] == reference:
             difference = "reference"
         elif row["paired_seeds"]:
-            difference = f"{row['difference']:+.2f} ± {row['difference_stderr']:.2f}"
+            difference = _plus_minus(row["difference"], row["difference_stderr"], signed=True)
             difference += f" (n = {len(row['paired_seeds'])}"
             difference += ", resolved at 95%)" if row["resolved_95"] else ", not resolved)"
         else:
             difference = "no common seed"
         lines.append(
-            f"| {row['preset']} | {per_seed} | {row['mean_test_nll']:.2f} ± "
-            f"{row['seed_stderr']:.2f} | {row['image_stderr']:.2f} | {difference} |"
+            f"| {row['preset']} | {per_seed} | "
+            f"{_plus_minus(row['mean_test_nll'], row['seed_stderr'])} | "
+            f"{row['image_stderr']:.2f} | {difference} |"
         )
     return "\n".join(lines) + "\n"
