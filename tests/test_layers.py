@@ -376,3 +376,331 @@ def test_repeats_equals_tiling_the_inputs():
     # Every copy of a row still gets its own weight draw.
     copies = repeated.reshape(4, len(X), 5)
     assert np.all(np.abs(copies[0] - copies[1]) > 1e-6)
+
+
+# ------------------------------------------------------------------------------ convolutions
+
+CONV_UNCERTAIN = ("flipout", "reparameterization")
+CONV_SHAPE = (8, 8, 2)  # height, width, C_in
+FILTERS = 3
+
+
+def _built_conv(kind, filters=FILTERS, kernel_size=3, channels=2, **kwargs):
+    layer = L.make_conv2d(filters, kernel_size=kernel_size, kind=kind, **kwargs)
+    layer.build((None, 8, 8, channels))
+    return layer
+
+
+def _conv_posterior(seed=0, kernel_size=3, channels=2, filters=FILTERS):
+    """A kernel loc, sigma in [0.3, 0.7] (so sigma and sigma^2 differ >= 1.4x) and a bias."""
+    gen = np.random.default_rng(seed)
+    shape = (kernel_size, kernel_size, channels, filters)
+    mu = gen.normal(scale=0.5, size=shape).astype(np.float32)
+    sigma = gen.uniform(0.3, 0.7, size=shape).astype(np.float32)
+    bias = gen.normal(scale=0.5, size=filters).astype(np.float32)
+    return mu, sigma, bias
+
+
+def _images(rows, seed=0, channels=2):
+    """Pixels mixing |x| > 1 and |x| < 1, so that x^2, |x| and x give different variances."""
+    gen = np.random.default_rng(seed)
+    return gen.normal(scale=1.5, size=(rows, 8, 8, channels)).astype(np.float32)
+
+
+def _np_conv_same(x, w, stride=1):
+    """float64 reference of TF's padding="SAME" NHWC convolution, by shifted matmuls."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    rows, height, width, _ = x.shape
+    k = w.shape[0]
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    pad_h = max((out_h - 1) * stride + k - height, 0)
+    pad_w = max((out_w - 1) * stride + k - width, 0)
+    xp = np.pad(
+        x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    )
+    out = np.zeros((rows, out_h, out_w, w.shape[-1]))
+    for i in range(k):
+        for j in range(k):
+            rows_ij = slice(i, i + (out_h - 1) * stride + 1, stride)
+            cols_ij = slice(j, j + (out_w - 1) * stride + 1, stride)
+            out += xp[:, rows_ij, cols_ij] @ w[i, j]
+    return out
+
+
+def test_conv_kinds():
+    assert L.CONV2D_KINDS == ("deterministic", "flipout", "reparameterization")
+    assert {"make_conv2d", "CONV2D_KINDS"} <= set(L.__all__)
+
+
+@pytest.mark.parametrize(
+    "kind, cls",
+    [
+        ("deterministic", keras.layers.Conv2D),
+        ("flipout", tfp.layers.Convolution2DFlipout),
+        ("reparameterization", tfp.layers.Convolution2DReparameterization),
+    ],
+)
+def test_conv_kind_maps_to_layer_class(kind, cls):
+    layer = L.make_conv2d(5, kernel_size=3, strides=2, kind=kind, activation="relu", name="c")
+    assert isinstance(layer, cls) and isinstance(layer, keras.layers.Layer)
+    assert layer.name == "c"
+    assert layer.filters == 5
+    assert tuple(layer.kernel_size) == (3, 3) and tuple(layer.strides) == (2, 2)
+    assert layer.padding == "same" and layer.data_format == "channels_last"
+    assert layer.activation is keras.activations.relu
+
+
+def test_conv_local_reparameterization_is_refused():
+    with pytest.raises(ValueError, match="flipout") as err:
+        L.make_conv2d(3, kernel_size=3, kind="local_reparameterization")
+    assert "local_reparameterization" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_conv_bad_arguments_raise():
+    with pytest.raises(ValueError, match="kind"):
+        L.make_conv2d(3, kernel_size=3, kind="bayes")
+    for what in ("filters", "kernel_size", "strides"):
+        for bad in (0, -1, 2.0, True):
+            kwargs = {"filters": 3, "kernel_size": 3, "strides": 1, what: bad}
+            filters = kwargs.pop("filters")
+            with pytest.raises(ValueError, match=what):
+                L.make_conv2d(filters, kind="flipout", **kwargs)
+    for bad in (0.0, -0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="init_scale"):
+            L.make_conv2d(3, kernel_size=3, init_scale=bad)  # validated for every kind
+        with pytest.raises(ValueError, match="prior_scale"):
+            L.make_conv2d(3, kernel_size=3, kind="flipout", prior_scale=bad)
+    with pytest.raises(ValueError, match="kl_divergence"):
+        L.make_conv2d(3, kernel_size=3, kl_divergence=True)
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_deterministic_conv_is_plain_conv2d(strides):
+    layer = _built_conv("deterministic", strides=strides, bias_initializer="ones")
+    x = _images(2)
+    out = layer(x).numpy()
+    expected = _np_conv_same(x, layer.kernel.numpy(), strides) + 1.0
+    assert out.shape == (2, 8 // strides, 8 // strides, FILTERS)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(L.call_at_posterior_mean(layer, x).numpy(), out)
+    assert layer.losses == []
+    with pytest.raises(ValueError, match="kernel posterior"):
+        L.posterior_scales(layer)
+
+
+@pytest.mark.parametrize("kind", CONV_UNCERTAIN)
+def test_conv_posterior_variables_and_init(kind):
+    layer = _built_conv(kind, init_scale=0.05)
+    loc, untransformed = L.kernel_posterior_variables(layer)
+    assert loc.shape == untransformed.shape == (3, 3, 2, FILTERS)
+    assert sorted(v.name.split("/")[-1] for v in layer.trainable_variables) == [
+        "bias_posterior_loc:0",
+        "kernel_posterior_loc:0",
+        "kernel_posterior_untransformed_scale:0",
+    ]
+    np.testing.assert_allclose(L.posterior_scales(layer).numpy(), 0.05, rtol=1e-6)
+    _, sigma, _ = _conv_posterior()
+    L.set_posterior_scale(layer, sigma)  # a full kernel-shaped array
+    np.testing.assert_allclose(L.posterior_scales(layer).numpy(), sigma, rtol=1e-5)
+    L.set_posterior_scale(layer, np.float32(0.2))  # broadcast
+    np.testing.assert_allclose(L.posterior_scales(layer).numpy(), 0.2, rtol=1e-6)
+    assert layer.bias_posterior.distribution.__class__.__name__ == "Deterministic"
+    assert L.posterior_scales(_built_conv(kind)).numpy().max() == pytest.approx(0.01814993)
+
+
+@pytest.mark.parametrize("kind", L.CONV2D_KINDS)
+def test_conv_loc_is_glorot_uniform(kind):
+    k, c_in, filters = 3, 16, 32
+    layer = L.make_conv2d(filters, kernel_size=k, kind=kind, bias_initializer="ones")
+    layer.build((None, 8, 8, c_in))
+    if L.is_uncertain(kind):
+        loc = L.kernel_posterior_variables(layer)[0].numpy()
+        bias = layer.bias_posterior.distribution.loc.numpy()
+    else:
+        loc, bias = layer.kernel.numpy(), layer.bias.numpy()
+    limit = np.sqrt(6.0 / (k * k * c_in + k * k * filters))  # receptive-field fans
+    assert np.abs(loc).max() <= limit
+    np.testing.assert_allclose(loc.std(), limit / np.sqrt(3.0), rtol=0.05)
+    np.testing.assert_allclose(bias, 1.0)
+
+
+@pytest.mark.parametrize("kind", CONV_UNCERTAIN)
+@pytest.mark.parametrize("strides", [1, 2])
+def test_conv_vanishing_scale_gives_the_deterministic_conv(kind, strides):
+    layer = _built_conv(kind, strides=strides, activation="tanh")
+    mu, _, bias = _conv_posterior()
+    _set_posterior(layer, mu, np.float32(1e-8), bias)
+    x = _images(3)
+    expected = np.tanh(_np_conv_same(x, mu, strides) + bias)
+    # The reference itself is TF's convolution with the loc and bias.
+    tf_conv = tf.nn.conv2d(x, mu, strides=strides, padding="SAME") + bias
+    np.testing.assert_allclose(np.tanh(tf_conv.numpy()), expected, rtol=0, atol=1e-5)
+    for i in range(2):
+        np.testing.assert_allclose(layer(x, seed=_seed(i)).numpy(), expected, rtol=0, atol=1e-5)
+    # At a visible scale the draw is stochastic, but the posterior-mean output is not.
+    L.set_posterior_scale(layer, 0.5)
+    assert np.abs(layer(x, seed=_seed(0)).numpy() - expected).max() > 1e-2
+    at_mean = L.call_at_posterior_mean(layer, x).numpy()
+    np.testing.assert_allclose(at_mean, expected, rtol=0, atol=1e-5)
+
+
+def test_conv_flipout_signs_are_per_row_and_shared_over_positions():
+    """1x1 kernel, one channel in and out: row r's noise is s_r * x * dW, one dW per call.
+
+    Per-position signs or noise (e.g. a local reparameterization per position) would break
+    the shared sign; an eps per row would break the shared magnitude.
+    """
+    layer = _built_conv("flipout", filters=1, kernel_size=1, channels=1)
+    _set_posterior(layer, np.full((1, 1, 1, 1), 0.3, np.float32), np.float32(0.5), [0.1])
+    x = np.repeat(_images(1, channels=1), 32, axis=0)
+    for i in range(3):
+        noise = layer(x, seed=_seed(i)).numpy().astype(np.float64) - (0.3 * x + 0.1)
+        ratio = noise / x  # = s_r * dW at every position of row r
+        d_w = np.abs(ratio[0, 0, 0, 0])
+        assert d_w > 1e-3
+        np.testing.assert_allclose(np.abs(ratio), d_w, rtol=1e-4)
+        signs = np.sign(ratio[:, :1, :1, :])
+        np.testing.assert_allclose(ratio, np.broadcast_to(signs * d_w, ratio.shape), rtol=1e-4)
+        assert {-1.0, 1.0} == set(signs.ravel())  # both signs among 32 rows
+
+
+def _draws(layer, x, seeds):
+    call = tf.function(lambda x, seed: layer(x, seed=seed))
+    xt = tf.constant(x)
+    return np.stack([call(xt, _seed(i)).numpy() for i in range(seeds)]).astype(np.float64)
+
+
+def test_conv_flipout_gives_each_row_its_own_draw_with_the_right_moments():
+    layer = _built_conv("flipout")
+    mu, sigma, bias = _conv_posterior()
+    _set_posterior(layer, mu, sigma, bias)
+    x = np.repeat(_images(1), 4, axis=0)  # four identical rows
+    n = 400
+    outs = _draws(layer, x, n)  # [n, rows, 8, 8, filters]
+
+    # Identical rows get different outputs within a call, unless their sign patterns
+    # s_in s_out^T coincide: probability 2 / 2^(C_in + filters) = 1/16 here (the same eps).
+    same = np.abs(outs[:, 0] - outs[:, 1]).max(axis=(1, 2, 3)) < 1e-4
+    p_same = 2.0 / 2 ** (CONV_SHAPE[-1] + FILTERS)
+    assert abs(same.mean() - p_same) < 5 * np.sqrt(p_same * (1 - p_same) / n), same.mean()
+    assert np.all(np.abs(outs[~same, 0] - outs[~same, 1]).max(axis=(1, 2, 3)) > 1e-2)
+    mean_true = _np_conv_same(x[:1], mu)[0] + bias
+    var_true = _np_conv_same(x[:1] ** 2, sigma**2)[0]
+    noise = outs - mean_true
+    corr = np.corrcoef(noise[:, 0].ravel(), noise[:, 1].ravel())[0, 1]
+    assert abs(corr) < 0.1, corr  # shared weights would give 1
+
+    # Row 0 over the seeds: mean conv(x, mu) + b, variance conv(x^2, sigma^2) per position.
+    row = outs[:, 0]
+    mean_hat, var_hat = row.mean(axis=0), row.var(axis=0, ddof=1)
+    assert np.all(np.abs(mean_hat - mean_true) < 5 * np.sqrt(var_true / n))
+    rel_sd = np.sqrt(2.0 / (n - 1))  # the output is Gaussian: sd of var_hat / var
+
+    def rel_err(var):
+        return np.mean(np.abs(var_hat / var - 1.0))
+
+    assert rel_err(var_true) < 3 * rel_sd, rel_err(var_true)  # ~0.21; expect ~0.8 * rel_sd
+
+    x64, s64 = x[:1].astype(np.float64), sigma.astype(np.float64)
+    wrong = {
+        "conv(x^2, sigma)": _np_conv_same(x64**2, s64)[0],
+        "conv(|x|, sigma^2)": _np_conv_same(np.abs(x64), s64**2)[0],
+        "conv(x, sigma)^2": _np_conv_same(x64, s64)[0] ** 2,
+        "conv(|x|, sigma)^2": _np_conv_same(np.abs(x64), s64)[0] ** 2,
+    }
+    for name, var_wrong in wrong.items():
+        assert np.mean(np.abs(var_wrong / var_true - 1.0)) > 0.3, name  # design check
+        assert rel_err(var_wrong) > 3 * rel_sd, name  # rejected by the same criterion
+
+
+def test_conv_reparameterization_shares_one_draw_per_call():
+    """Negative control: one kernel per call, so identical rows give identical outputs."""
+    layer = _built_conv("reparameterization")
+    mu, sigma, bias = _conv_posterior()
+    _set_posterior(layer, mu, sigma, bias)
+    x = np.repeat(_images(1), 4, axis=0)
+    outs = _draws(layer, x, 5)
+    np.testing.assert_allclose(outs, np.broadcast_to(outs[:, :1], outs.shape), atol=1e-5)
+    assert np.abs(outs[0, 0] - outs[1, 0]).max() > 0.1  # but each call draws anew
+
+
+@pytest.mark.parametrize("kind", CONV_UNCERTAIN)
+def test_conv_seed_makes_draws_stateless_and_reproducible(kind):
+    layer = L.make_conv2d(FILTERS, kernel_size=3, kind=kind, init_scale=0.5)
+    x = tf.ones([2, *CONV_SHAPE])
+    seed = tf.constant([7, 11], tf.int32)
+    first, again = layer(x, seed=seed).numpy(), layer(x, seed=seed).numpy()
+    np.testing.assert_array_equal(first, again)  # The same ops on the same inputs.
+    other = layer(x, seed=tf.constant([7, 12], tf.int32)).numpy()
+    assert np.all(np.abs(first - other) > 1e-6)
+    with pytest.raises(ValueError, match="seed"):
+        layer(x, seed=None)
+
+    @tf.function
+    def traced(seed):
+        return layer(x, seed=seed)
+
+    graph = traced.get_concrete_function(tf.TensorSpec([2], tf.int32)).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert not op_types & {"RandomStandardNormal", "RandomUniform"}, op_types
+    np.testing.assert_array_equal(traced(seed).numpy(), first)
+
+
+@pytest.mark.parametrize("kind", ["flipout", "reparameterization"])
+def test_conv_draws_under_xla_match_eager(kind):
+    layer = _built_conv(kind, strides=2, activation="tanh", init_scale=0.3)
+    x = tf.constant(_images(5))
+    compiled = tf.function(lambda x, seed: layer(x, seed=seed), jit_compile=True)
+    for i in range(2):
+        eager = layer(x, seed=_seed(i)).numpy()
+        np.testing.assert_allclose(compiled(x, _seed(i)).numpy(), eager, rtol=0, atol=1e-5)
+    assert np.abs(compiled(x, _seed(0)).numpy() - compiled(x, _seed(1)).numpy()).max() > 1e-2
+
+
+@pytest.mark.parametrize("kind", CONV_UNCERTAIN)
+@pytest.mark.parametrize("prior_scale", [1.0, 0.7])
+def test_conv_kl_loss_is_analytic_and_unscaled(kind, prior_scale):
+    layer = _built_conv(kind, kl_divergence=True, prior_scale=prior_scale)
+    mu, sigma, _ = _conv_posterior(seed=5)
+    _set_posterior(layer, mu, sigma, np.full(FILTERS, 3.0, np.float32))  # bias gets no KL
+    expected = _numpy_kl(mu, sigma, prior_scale)
+    assert abs(expected - _numpy_kl(mu, sigma, 1.0)) > 1.0 or prior_scale == 1.0
+    for rows in (1, 4):  # unscaled: independent of the batch size; no accumulation
+        layer(_images(rows), seed=_seed(rows))
+        assert len(layer.losses) == 1
+        assert layer.losses[0].shape == ()
+        np.testing.assert_allclose(float(layer.losses[0]), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", CONV_UNCERTAIN)
+def test_conv_no_kl_loss_by_default(kind):
+    layer = _built_conv(kind)
+    layer(_images(2), seed=_seed(0))
+    assert layer.losses == []
+    assert layer.kernel_divergence_fn is None and layer.bias_divergence_fn is None
+
+
+@pytest.mark.parametrize("kind", CONV_UNCERTAIN)
+def test_conv_variables_get_gradients(kind):
+    layer = _built_conv(kind, activation="tanh", kl_divergence=True)
+    x = tf.constant(_images(3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, seed=_seed(1)) ** 2) + tf.add_n(layer.losses)
+    grads = tape.gradient(loss, layer.trainable_variables)
+    for var, grad in zip(layer.trainable_variables, grads, strict=True):
+        assert grad is not None and float(tf.norm(grad)) > 0.0, var.name
+
+
+@pytest.mark.parametrize("kind", ["local_reparameterization", "flipout", "reparameterization"])
+def test_dense_draws_under_xla_match_eager(kind):
+    # Every weight draw comes from iwae_tf.rng's Philox, the same with and without XLA. (TFP's
+    # own d.sample(seed=...) did not promise that, and differed by O(1) under XLA.)
+    layer = L.make_dense(6, kind=kind, activation="tanh", init_scale=0.3)
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 5)), tf.float32)
+    compiled = tf.function(lambda x, seed: layer(x, seed=seed), jit_compile=True)
+    for i in range(2):
+        seed = tf.constant([i, 7], tf.int64)
+        eager = layer(x, seed=seed).numpy()
+        np.testing.assert_allclose(compiled(x, seed).numpy(), eager, rtol=0, atol=1e-5)
+    first, second = (compiled(x, tf.constant([i, 7], tf.int64)).numpy() for i in range(2))
+    assert np.abs(first - second).max() > 1e-2
