@@ -5,11 +5,12 @@ Where things are:
 * `iwae_tf.bounds`: log-weights -> the k-sample bound L_k, the ELBO and other objectives.
 * `iwae_tf.estimators`: the encoder's gradient estimators (reparam, STL, DReG), as surrogates.
 * `iwae_tf.rng`: the one seed vocabulary (from_int, split, fold_in) and stateless draws.
-* `iwae_tf.layers`: dense layers, deterministic or with uncertain (Gaussian) weights.
-* `iwae_tf.networks`: the encoder q(h|x) and decoder p(x, h); they own sampling.
+* `iwae_tf.layers`: dense and conv layers, deterministic or with uncertain (Gaussian) weights.
+* `iwae_tf.likelihoods`: p(x | h_1), Bernoulli for binary data and Gaussian for intensities.
+* `iwae_tf.networks`: the encoder q(h|x) and decoder p(x, h), MLP or conv; they own sampling.
 * `iwae_tf.model`: the trainable model (log_weights, train_step, test_step), `build_model`.
 * `iwae_tf.config`: `TrainConfig`, every setting of a run; `iwae_tf.train` runs one.
-* `iwae_tf.data`: tfds builders and tf.data pipelines.
+* `iwae_tf.data`: tfds builders and tf.data pipelines for any TFDS image dataset.
 * `iwae_tf.evaluation`: test NLL with K importance samples, active units.
 * `iwae_tf.export` writes SavedModels; `iwae_tf.serving` loads them (TensorFlow alone).
 * `iwae_tf.experiments`: the harness (presets, reproduction grids, plots, benchmarks).

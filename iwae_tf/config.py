@@ -18,8 +18,11 @@ from typing import Any
 
 from absl import flags
 
-from iwae_tf import bounds, data, estimators, layers, schedules
+from iwae_tf import bounds, data, estimators, layers, likelihoods, schedules
 from iwae_tf.model import VARIANTS
+
+ARCHITECTURES: tuple[str, ...] = ("mlp", "conv")
+"""Network families (see `iwae_tf.networks`)."""
 
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
 """tf.distribute strategies a run can use (see `iwae_tf.train.make_strategy`)."""
@@ -53,7 +56,40 @@ class TrainConfig:
     """Everything that defines a training run."""
 
     dataset: str = setting(
-        "mnist", "Dataset name, one of `iwae_tf.data.DATASETS`.", choices=lambda: data.DATASETS
+        "mnist",
+        "Dataset: one of `iwae_tf.data.DATASETS` or any TFDS image dataset's name, with an "
+        'optional config and version as TFDS spells them (e.g. "fashion_mnist", '
+        '"emnist/letters", "cifar10:3.*").',
+    )
+    binarization: str = setting(
+        "dynamic",
+        "How intensities become inputs: dynamic (a fresh Bernoulli draw every epoch), static "
+        "(one fixed draw of the training set per seed) or none (intensities, for the gaussian "
+        "likelihood); the test set is binarized once unless none.",
+        choices=lambda: data.BINARIZATIONS,
+    )
+    likelihood: str = setting(
+        "bernoulli",
+        "The decoder's p(x|h): bernoulli (binary data) or gaussian (intensities in [0, 1]), "
+        "see `iwae_tf.likelihoods`.",
+        choices=lambda: likelihoods.LIKELIHOODS,
+    )
+    min_std: float = setting(
+        likelihoods.DEFAULT_MIN_STD,
+        "Floor of the gaussian likelihood's standard deviation, in (0, 1).",
+        positive=True,
+    )
+    architecture: str = setting(
+        "mlp",
+        "Networks: mlp (Burda et al.'s) or conv (a stride-2 conv stack of conv_filters before "
+        "q(h_1|x)'s MLP, mirrored by resize-convolutions after p(x|h_1)'s).",
+        choices=lambda: ARCHITECTURES,
+    )
+    conv_filters: tuple[int, ...] = setting(
+        (32, 64),
+        "Filters of the conv architecture's stride-2 3x3 convolutions, one per halving of the "
+        "image (28x28 -> 14x14 -> 7x7 for the default).",
+        minimum=1,
     )
     model: str = setting(
         "iwae", "Model variant, one of `iwae_tf.model.VARIANTS`.", choices=lambda: VARIANTS
@@ -171,6 +207,25 @@ class TrainConfig:
         objective = self.training_objective() or bounds.Objective(VARIANTS[self.model].objective)
         objective.check(self.k)
         estimators.check(self.estimator, objective)
+        likelihoods.get(self.likelihood, self.min_std)
+        binary = self.binarization != "none"
+        if self.likelihood == "bernoulli" and not binary:
+            raise ValueError(
+                "the bernoulli likelihood needs binary data: use --binarization=dynamic or "
+                "static, or --likelihood=gaussian for intensities"
+            )
+        if self.likelihood != "bernoulli" and binary:
+            raise ValueError(
+                f"the {self.likelihood} likelihood models intensities, not binary pixels: use "
+                "--binarization=none"
+            )
+        spec = VARIANTS[self.model]
+        if self.architecture == "conv" and (spec.uncertain_encoder or spec.uncertain_decoder):
+            layers.check_conv_kind(self.uncertain_layer_kind)
+
+    def conv_filters_or_none(self) -> tuple[int, ...]:
+        """The conv stack's filters, or () for the MLP architecture."""
+        return self.conv_filters if self.architecture == "conv" else ()
 
     def training_objective(self) -> bounds.Objective | None:
         """The objective with its parameter, or None for the model variant's own."""
@@ -193,12 +248,13 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
-        values = dict(values)
-        if "latent_sizes" in values:
-            values["latent_sizes"] = tuple(values["latent_sizes"])
-        if "hidden_sizes" in values:
-            values["hidden_sizes"] = tuple(tuple(h) for h in values["hidden_sizes"])
+        values = {name: _tuples(value) for name, value in values.items()}
         return cls(**values)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to (nested) tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _document(cls: type) -> None:
@@ -308,10 +364,10 @@ def define_flags(
             flags.DEFINE_float(lower_bound=minimum, flag_values=flag_values, **common)
         elif kind is str:
             flags.DEFINE_string(flag_values=flag_values, **common)
-        elif field.name == "latent_sizes":
-            _define_sizes(_SizesParser(), common, flag_values)
-        elif field.name == "hidden_sizes":
+        elif kind is tuple and _nested(hints[field.name]):
             _define_sizes(_NestedSizesParser(), common, flag_values)
+        elif kind is tuple:
+            _define_sizes(_SizesParser(), common, flag_values)
         else:  # A new field of a new type needs a parser here.
             raise TypeError(f"no flag type for {field.name}: {hints[field.name]}")
         if field.metadata["positive"]:
@@ -335,6 +391,12 @@ def _define_sizes(
         flag_values=flag_values,
         serializer=flags.ArgumentSerializer(),
     )
+
+
+def _nested(hint: Any) -> bool:
+    """Whether a tuple type holds tuples, as hidden_sizes does."""
+    args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+    return any(typing.get_origin(a) is tuple for a in args)
 
 
 def _base_type(hint: Any) -> Any:

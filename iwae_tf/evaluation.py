@@ -233,8 +233,8 @@ def _compiled_statistics(
     group = group_size or 1
     num_examples = tf.shape(x)[0]
     num_blocks = (num_examples + block - 1) // block
-    padded = tf.pad(x, [[0, num_blocks * block - num_examples], [0, 0]])
-    blocks = tf.reshape(padded, [num_blocks, block, x.shape[-1]])
+    padding = [[0, num_blocks * block - num_examples]] + [[0, 0]] * (x.shape.rank - 1)
+    blocks = tf.reshape(tf.pad(x, padding), [num_blocks, block, *x.shape[1:]])
 
     @tf.function(jit_compile=True)
     def block_statistics(rows: tf.Tensor, block_seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -290,7 +290,7 @@ def log_weight_statistics(
 
     Args:
       model: The model whose `log_weights` to sample.
-      x: [N, features] float data.
+      x: [N, *data_shape] float data.
       num_samples: K, importance samples per example (>= 1).
       seed: int32/int64 [2] stateless seed.
       max_rows: Bound on rows per model call; this, not K or N, sets the memory used.
@@ -346,7 +346,7 @@ def score(
 
     Args:
       model: The model.
-      x: [N, features] binary data.
+      x: [N, *data_shape] data.
       num_samples: K (>= 1), a Python int or an int32 scalar tensor.
       seed: int32/int64 [2] stateless seed.
       max_rows: Bound on rows per model call.
@@ -378,7 +378,7 @@ def estimate_log_likelihood(
 
     Args:
       model: A trained model.
-      dataset: Batches of binary data [batch, features] (or (x, ...) tuples).
+      dataset: Batches of data [batch, *data_shape] (or (x, ...) tuples).
       num_samples: K importance samples per example.
       max_rows: Bound on decoder rows evaluated at once (block size * chunk size); this, not
         K or the batch size, sets the memory used.
@@ -459,7 +459,7 @@ def posterior_means(
 
     Args:
       model: The model.
-      x: [batch, features] data.
+      x: [batch, *data_shape] data.
       num_samples: S, draws averaged over.
       seed: int32/int64 [2] stateless seed.
 
@@ -481,7 +481,7 @@ def active_units(
 
     Args:
       model: The model.
-      dataset: Batches of data [batch, features] (or (x, ...) tuples).
+      dataset: Batches of data [batch, *data_shape] (or (x, ...) tuples).
       threshold: A unit is active when Var_x(E_q[h_u | x]) > threshold.
       num_samples: Draws S averaged over for E_q[h_u | x] (see `posterior_means`); the
         first layer of a deterministic encoder needs none and computes it exactly.
@@ -589,7 +589,7 @@ def evaluate(
 
     Args:
       model: A trained model.
-      dataset: Batches of binary data [batch, features], in a fixed order.
+      dataset: Batches of data [batch, *data_shape], in a fixed order.
       num_samples: K importance samples per example.
       train_k: k at which to estimate L_k from the same samples; default the model's
         `num_importance_samples`.

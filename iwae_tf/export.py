@@ -2,22 +2,25 @@
 
 `export_saved_model` writes a SavedModel (`tf.saved_model.save` of a `tf.Module` holding only
 the encoder's and decoder's variables and four `tf.function`s; no Keras objects, so loading
-needs neither this package nor tf_keras nor TFP) with these signatures, D = data size (784),
-d_l = size of stochastic layer l, L = number of stochastic layers:
+needs neither this package nor tf_keras nor TFP) with these signatures, S = the shape of one
+example ([28, 28, 1] for MNIST images, or [D] for rows), d_l = size of stochastic layer l,
+L = number of stochastic layers:
 
     score (also serving_default)
-        inputs:  x [N, D] float32 in {0, 1}; k [] int64 >= 1; seed [] int64
+        inputs:  x [N, *S] float32 in [0, 1] ({0, 1} for Bernoulli models); k [] int64 >= 1;
+                 seed [] int64
         outputs: log_px [N] = log (1/k) sum_j w_j, the k-sample estimate of log p(x)
                  elbo   [N] = (1/k) sum_j log w_j
     encode
-        inputs:  x [N, D] float32 in {0, 1}
+        inputs:  x [N, *S] float32, as for score
         outputs: h<l>_mean, h<l>_std [N, d_l] for l = 1..L (e.g. h1_mean, h1_std)
     decode
         inputs:  z [N, d_L] float32, the top stochastic layer
-        outputs: probs [N, D], the Bernoulli means of p(x | z)
+        outputs: p(x | z)'s parameters, each [N, *S]: probs (Bernoulli) or mean, std (Gaussian)
     sample
         inputs:  n [] int64 >= 0; seed [] int64
-        outputs: images [n, D] float32 in {0, 1}; probs [n, D]; z [n, d_L]
+        outputs: images [n, *S] float32 drawn from p(x | z) ({0, 1} for Bernoulli models);
+                 the parameters as for decode; z [n, d_L]
 
 `score` is `iwae_tf.evaluation.score`: w_j = p(x, h_j) / q(h_j | x) with h_j ~ q(h | x), and,
 with uncertain weights, each importance sample j also carrying its own weight draws, so log_px
@@ -46,16 +49,17 @@ How the signatures treat randomness and uncertain weights:
   p(h_l | h_{l+1}) down to p(x | h_1)). For the first stochastic layer of a deterministic
   encoder, encode's h1_mean / h1_std are exactly q(h_1 | x)'s parameters.
 
-**Bad input** (wrong rank or width, NaN or inf, values outside [0, 1], grey values, k < 1,
-n < 0) fails in the graph with the messages listed in `iwae_tf.serving`, whose `ExportedModel`
-and `check_images` give the same messages on the host before any call.
+**Bad input** (wrong rank or shape, NaN or inf, values outside [0, 1], grey values for
+Bernoulli models, k < 1, n < 0) fails in the graph with the messages listed in
+`iwae_tf.serving`, whose `ExportedModel` and `check_images` give the same messages on the host
+before any call.
 
 **Metadata.** `metadata.json` in the SavedModel's assets holds what the caller passed (see
 `export_metadata` for what training passes) plus what is read off the model: `variant`,
-`objective`, `objective_parameters`, `architecture` (data_size, latent_sizes, hidden_sizes),
-`layer_types` (encoder, decoder), `training_k`, `kl_weight`, `max_rows`, `signatures`,
-`input_policy`, `versions` (iwae_tf, tensorflow, tf_keras, tensorflow_probability, numpy,
-python) and `format_version`.
+`objective`, `objective_parameters`, `architecture` (data_shape, data_size, latent_sizes,
+hidden_sizes, conv_filters), `likelihood` (name, min_std), `layer_types` (encoder, decoder),
+`training_k`, `kl_weight`, `max_rows`, `signatures`, `input_policy`, `versions` (iwae_tf,
+tensorflow, tf_keras, tensorflow_probability, numpy, python) and `format_version`.
 """
 
 from __future__ import annotations
@@ -72,11 +76,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from iwae_tf import evaluation, rng, serving
+from iwae_tf import evaluation, likelihoods, rng, serving
 from iwae_tf.model import ImportanceWeightedAutoencoder
 
-FORMAT_VERSION = 3
-"""3: `sample` draws through `Decoder.sample`; 2: int64 k and n in the signatures (1: int32)."""
+FORMAT_VERSION = 4
+"""4: inputs and outputs shaped like the data, and the likelihood's parameters; 3: `sample`
+draws through `Decoder.sample`; 2: int64 k and n in the signatures (1: int32)."""
 
 # ---------------------------------------------------------------------------------- module
 
@@ -99,9 +104,10 @@ class _ExportModule(tf.Module):
         object.__setattr__(self, "_model", model)
         self.network_variables = list(model.encoder.variables) + list(model.decoder.variables)
         self.max_rows = int(max_rows)
-        self.data_size = model.decoder.data_size
+        self.data_shape = model.decoder.data_shape
+        self.binary = model.decoder.likelihood.binary
         self.latent_sizes = tuple(int(s) for s in model.encoder.latent_sizes)
-        x_spec = tf.TensorSpec([None, self.data_size], tf.float32, name="x")
+        x_spec = self._x_spec()
         # `iwae_tf.evaluation.score(model, x, k, rng.from_int(s), max_rows)` computes in memory
         # what the exported `score` returns for seed s (with the export's max_rows).
         self.score = tf.function(self._score)
@@ -115,15 +121,21 @@ class _ExportModule(tf.Module):
             input_signature=[tf.TensorSpec([None, self.latent_sizes[-1]], tf.float32, name="z")],
         )
 
+    def _x_spec(self) -> tf.TensorSpec:
+        return tf.TensorSpec([None, *self.data_shape], tf.float32, name="x")
+
+    def _images(self, x: tf.Tensor) -> tf.Tensor:
+        return serving.assert_images(x, self.data_shape, binary=self.binary)
+
     def _score(self, x: tf.Tensor, k: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        x = serving.assert_images(x, self.data_size)
+        x = self._images(x)
         k = serving.assert_scalar(k, (k >= 1) & (k <= _INT32_MAX), "k must be in [1, 2^31 - 1]")
         seed = rng.from_int(seed)
         log_px, elbo = evaluation.score(self._model, x, tf.cast(k, tf.int32), seed, self.max_rows)
         return {"log_px": log_px, "elbo": elbo}
 
     def _encode(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        posterior = self._model.encoder.posterior_mean(serving.assert_images(x, self.data_size))
+        posterior = self._model.encoder.posterior_mean(self._images(x))
         outputs = {}
         for i, gaussian in enumerate(posterior):
             outputs[f"h{i + 1}_mean"] = gaussian.mean
@@ -132,18 +144,19 @@ class _ExportModule(tf.Module):
 
     def _decode(self, z: tf.Tensor) -> dict[str, tf.Tensor]:
         z = serving.assert_latents(z, self.latent_sizes[-1])
-        return {"probs": self._model.decoder.decode(z)}
+        decoder = self._model.decoder
+        return decoder.likelihood.parameters(decoder.decode_outputs(z))
 
     def _sample(self, n: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         n = serving.assert_scalar(n, (n >= 0) & (n <= _INT32_MAX), "n must be in [0, 2^31 - 1]")
         draw = self._model.sample_images(tf.cast(n, tf.int32), seed)
-        return {"images": draw.images, "probs": draw.probs, "z": draw.latents}
+        return {"images": draw.images, **draw.parameters, "z": draw.latents}
 
     def signatures(self) -> dict[str, Any]:
         functions = {
             name: getattr(self, name).get_concrete_function() for name in ("encode", "decode")
         }
-        x_spec = tf.TensorSpec([None, self.data_size], tf.float32, name="x")
+        x_spec = self._x_spec()
         seed = _scalar(tf.int64, "seed")
         functions["score"] = self.score.get_concrete_function(x_spec, _scalar(tf.int64, "k"), seed)
         functions["sample"] = self.sample.get_concrete_function(_scalar(tf.int64, "n"), seed)
@@ -181,46 +194,48 @@ def model_metadata(model: ImportanceWeightedAutoencoder, max_rows: int) -> dict[
         "objective_parameters": model.objective._asdict(),
         "estimator": model.estimator,
         "architecture": {
+            "data_shape": list(decoder.data_shape),
             "data_size": decoder.data_size,
             "latent_sizes": latent_sizes,
             "hidden_sizes": [list(sizes) for sizes in encoder.hidden_sizes],
+            "conv_filters": list(encoder.conv_filters),
         },
+        "likelihood": decoder.likelihood._asdict(),
         "layer_types": kinds,
         "training_k": int(model.num_importance_samples),
         "kl_weight": float(model.kl_weight),
         "max_rows": int(max_rows),
-        "signatures": _signature_docs(decoder.data_size, latent_sizes),
+        "signatures": _signature_docs(decoder.data_shape, decoder.likelihood, latent_sizes),
         "input_policy": serving.INPUT_POLICY,
         "versions": _versions(),
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
-def _signature_docs(width: int, latent_sizes: list[int]) -> dict[str, Any]:
+def _signature_docs(
+    data_shape: tuple[int, ...], likelihood: likelihoods.Likelihood, latent_sizes: list[int]
+) -> dict[str, Any]:
     top = latent_sizes[-1]
+    shape = ", ".join(str(d) for d in data_shape)
+    values = "{0, 1}" if likelihood.binary else "[0, 1]"
+    x = f"float32 [N, {shape}] in {values}"
     encode_out = {}
     for i, size in enumerate(latent_sizes):
         encode_out[f"h{i + 1}_mean"] = f"float32 [N, {size}]"
         encode_out[f"h{i + 1}_std"] = f"float32 [N, {size}]"
+    parameters = {name: f"float32 [N, {shape}]" for name in likelihood.parameter_names}
     return {
         "score": {
-            "inputs": {
-                "x": f"float32 [N, {width}] in {{0, 1}}",
-                "k": "int64 []",
-                "seed": "int64 []",
-            },
+            "inputs": {"x": x, "k": "int64 []", "seed": "int64 []"},
             "outputs": {"log_px": "float32 [N]", "elbo": "float32 [N]"},
         },
-        "encode": {"inputs": {"x": f"float32 [N, {width}] in {{0, 1}}"}, "outputs": encode_out},
-        "decode": {
-            "inputs": {"z": f"float32 [N, {top}]"},
-            "outputs": {"probs": f"float32 [N, {width}]"},
-        },
+        "encode": {"inputs": {"x": x}, "outputs": encode_out},
+        "decode": {"inputs": {"z": f"float32 [N, {top}]"}, "outputs": parameters},
         "sample": {
             "inputs": {"n": "int64 []", "seed": "int64 []"},
             "outputs": {
-                "images": f"float32 [n, {width}]",
-                "probs": f"float32 [n, {width}]",
+                "images": f"float32 [n, {shape}]",
+                **{name: f"float32 [n, {shape}]" for name in likelihood.parameter_names},
                 "z": f"float32 [n, {top}]",
             },
         },

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from iwae_tf import bounds, estimators, rng
+from iwae_tf import bounds, estimators, likelihoods, rng
 from iwae_tf import layers as dense_layers
 from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob
 
@@ -39,18 +39,21 @@ class ImageSample(NamedTuple):
     """Images drawn from the generative model (see `sample_images`).
 
     Attributes:
-      images: [n, data_size] binary pixels drawn from the Bernoulli means.
-      probs: [n, data_size] the Bernoulli means, sigmoid(logits of p(x | h_1)).
+      images: [n, *data_shape] draws x ~ p(x | h_1): binary pixels for the Bernoulli.
+      mean: [n, *data_shape] E[x | h_1], the Bernoulli's probabilities or the Gaussian's mean.
+      parameters: p(x | h_1)'s parameters by name, each [n, *data_shape] (see
+        `iwae_tf.likelihoods.Likelihood.parameters`): {"probs"} or {"mean", "std"}.
       latents: [n, d_L] the top stochastic layer's draws.
     """
 
     images: tf.Tensor
-    probs: tf.Tensor
+    mean: tf.Tensor
+    parameters: dict[str, tf.Tensor]
     latents: tf.Tensor
 
 
 class ImportanceWeightedAutoencoder(keras.Model):
-    """A VAE or IWAE, trained with `model.fit` on batches of binary data [batch, features].
+    """A VAE or IWAE, trained with `model.fit` on batches of data [batch, *data_shape].
 
     Metrics, all per example in nats: `loss` = -objective (+ the scaled weight KL if any),
     `iwae_bound` = L_k and `elbo` = the mean single-sample ELBO, both at the training k.
@@ -143,7 +146,7 @@ class ImportanceWeightedAutoencoder(keras.Model):
         """log p(x, h^(i)) - log q(h^(i) | x) for i = 1..num_samples.
 
         Args:
-          x: [batch, features] binary data.
+          x: [batch, *data_shape] data.
           num_samples: k, a Python int.
           seed: [2] stateless seed (see `iwae_tf.rng`) of every draw, latents and uncertain
             weights: the same x and seed give the same log-weights in any process. The
@@ -162,16 +165,16 @@ class ImportanceWeightedAutoencoder(keras.Model):
         return bounds.iwae_bound(self.log_weights(x, self.num_importance_samples, seed))
 
     def reconstruct(self, x: tf.Tensor) -> tf.Tensor:
-        """Pixel means of p(x | h_1 = E_q[h_1 | x]), both networks at posterior-mean weights.
+        """Means of p(x | h_1 = E_q[h_1 | x]), both networks at posterior-mean weights.
 
         No draw (`Encoder.posterior_mean`, `Decoder.decode`): a picture of what the model
         keeps of x, for figures and TensorBoard.
 
         Args:
-          x: [batch, features] data.
+          x: [batch, *data_shape] data.
 
         Returns:
-          [batch, features] Bernoulli means.
+          [batch, *data_shape] means of p(x | h_1).
         """
         posterior = self.encoder.posterior_mean(tf.convert_to_tensor(x, tf.float32))
         return self.decoder.decode(posterior[0].mean, layer=1)
@@ -179,8 +182,8 @@ class ImportanceWeightedAutoencoder(keras.Model):
     def sample_images(self, num_samples: int | tf.Tensor, seed: int | tf.Tensor) -> ImageSample:
         """Draws images from the generative model, all of it a function of an integer seed.
 
-        `Decoder.sample` draws the latents and the pixel probabilities with
-        rng.split(rng.from_int(seed), 2)[0], and the binary pixels use [1]: the SavedModel's
+        `Decoder.sample` draws the latents and p(x | h_1)'s parameters with
+        rng.split(rng.from_int(seed), 2)[0], and the pixels use [1]: the SavedModel's
         `sample`, the plots and the TensorBoard grids draw the same images for one seed.
 
         Args:
@@ -188,12 +191,17 @@ class ImportanceWeightedAutoencoder(keras.Model):
           seed: An integer seed (a Python int or an int64 scalar tensor).
 
         Returns:
-          The binary images, their Bernoulli means, both [n, data_size], and the top latents.
+          The images, their means and parameters, all [n, *data_shape], and the top latents.
         """
         model_seed, pixel_seed = rng.split(rng.from_int(seed), 2)
         draw = self.decoder.sample(num_samples, model_seed)
-        probs = tf.sigmoid(draw.logits)
-        return ImageSample(rng.bernoulli(probs, pixel_seed), probs, draw.latents[-1])
+        likelihood = self.decoder.likelihood
+        return ImageSample(
+            likelihood.sample(draw.outputs, pixel_seed),
+            likelihood.mean(draw.outputs),
+            likelihood.parameters(draw.outputs),
+            draw.latents[-1],
+        )
 
     def weight_kl(self) -> tf.Tensor:
         """kl_weight * sum KL(q(W) || p(W)) / N: the per-example weight-prior penalty, or 0.
@@ -312,8 +320,11 @@ def build_model(
     num_importance_samples: int = 5,
     latent_sizes: Sequence[int] = (50,),
     hidden_sizes: Sequence[Sequence[int]] = ((200, 200),),
-    data_size: int = 784,
+    data_shape: Sequence[int] | int = (784,),
     output_bias: np.ndarray | float = 0.0,
+    likelihood: str | likelihoods.Likelihood = "bernoulli",
+    min_std: float = likelihoods.DEFAULT_MIN_STD,
+    conv_filters: Sequence[int] = (),
     uncertain_layer_kind: str = "local_reparameterization",
     init_scale: float = dense_layers.DEFAULT_INIT_SCALE,
     kl_weight: float = 0.0,
@@ -323,15 +334,20 @@ def build_model(
     objective: str | bounds.Objective | None = None,
     estimator: str = "reparam",
 ) -> ImportanceWeightedAutoencoder:
-    """Builds a named variant (see `VARIANTS`) with the architecture of Burda et al.
+    """Builds a named variant (see `VARIANTS`): Burda et al.'s MLPs, or a convnet.
 
     Args:
       variant: One of `VARIANTS`.
       num_importance_samples: k used in training.
       latent_sizes: Sizes of the stochastic layers, bottom first.
       hidden_sizes: Hidden layer sizes for each stochastic layer, bottom first.
-      data_size: Number of pixels.
-      output_bias: Initial decoder output bias, e.g. `networks.output_bias_from_mean`.
+      data_shape: Shape of one example, [D] (flat rows) or [H, W, C] (images).
+      output_bias: Initial bias of the decoder's raw outputs, e.g.
+        `likelihoods.get(likelihood).output_bias(mean image)`.
+      likelihood: The observation model, one of `iwae_tf.likelihoods.LIKELIHOODS`.
+      min_std: The Gaussian likelihood's scale floor.
+      conv_filters: Filter counts of the stride-2 conv stack of the conv architecture (empty:
+        MLP); images only.
       uncertain_layer_kind: The `iwae_tf.layers` kind used by uncertain networks.
       init_scale: Initial posterior std of uncertain weights.
       kl_weight: Weight of the weight-prior KL per example (0: none).
@@ -363,13 +379,21 @@ def build_model(
             return NetworkConfig()
         return NetworkConfig(uncertain_layer_kind, init_scale, kl_weight > 0, prior_scale)
 
-    encoder = Encoder(latent_sizes, hidden_sizes, config(spec.uncertain_encoder), name="encoder")
+    encoder = Encoder(
+        latent_sizes,
+        hidden_sizes,
+        config(spec.uncertain_encoder),
+        conv_filters=conv_filters,
+        name="encoder",
+    )
     decoder = Decoder(
-        data_size,
+        data_shape,
         latent_sizes,
         hidden_sizes,
         config(spec.uncertain_decoder),
         output_bias=output_bias,
+        likelihood=likelihoods.get(likelihood, min_std),
+        conv_filters=conv_filters,
         name="decoder",
     )
     return ImportanceWeightedAutoencoder(

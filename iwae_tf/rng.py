@@ -12,6 +12,8 @@ the seeds of evaluation:
     TRAIN_STREAM       train step s uses fold_in(from_int(seed, TRAIN_STREAM), s), with s the
                        optimizer's step counter, so a resumed run draws what it would have
     VALIDATION_STREAM  validation step j of every evaluation pass in `fit`
+    DATA_STREAM        the static binarization of a training set: example i uses
+                       fold_in(from_int(seed, DATA_STREAM), i)
 
 **Noise.** XLA on CPU expands TensorFlow's own random ops into slow code (BENCHMARKS.md has
 the measurements). The counter-based generator TensorFlow itself uses, Philox-4x32-10 (Salmon,
@@ -128,6 +130,7 @@ def bernoulli(probs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 EVALUATION_STREAM = 0
 TRAIN_STREAM = 1
 VALIDATION_STREAM = 2
+DATA_STREAM = 3
 
 
 def from_int(seed: int | tf.Tensor, stream: int = EVALUATION_STREAM) -> tf.Tensor:

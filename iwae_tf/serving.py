@@ -5,16 +5,24 @@
 only TensorFlow, numpy and `iwae_tf.rng`, so a machine that scores needs none of the training
 code's dependencies (the package's `__init__` imports its submodules lazily).
 
+**Inputs follow the data.** A model's examples have the shape of its training data, recorded
+in the metadata as `architecture.data_shape`: [H, W, C] images, or [D] rows (exports before
+format 4 record only `data_size`, D). `check_images` also takes images flattened row-major to
+[N, H * W * C] and reshapes them, and flattens images for a model of rows. Binary inputs are
+required of Bernoulli models only; Gaussian models take intensities in [0, 1], the range they
+were trained on.
+
 **Bad input.** Each of these is rejected by the exported signatures with an in-graph assertion
 (`assert_images`; an InvalidArgumentError whose message starts with the text below) and, with
 a ValueError carrying the same text, by `check_images` on the host, which `ExportedModel` and
-`scripts/score.py` call before any model call:
+`scripts/score.py` call before any model call (for [28, 28, 1] images, or rows of 784):
 
-    wrong rank         "x must have rank 2, [N, 784]"
-    wrong width        "x must have 784 columns (flattened images)"
+    wrong rank         "x must have rank 4, [N, 28, 28, 1]"   "x must have rank 2, [N, 784]"
+    wrong shape        "x must have shape [N, 28, 28, 1]"     "x must have 784 columns
+                                                               (flattened images)"
     NaN or inf         "x contains NaN or inf"
     outside [0, 1]     "x has values outside [0, 1]"
-    not binary         "x is not binary"
+    not binary         "x is not binary" (Bernoulli models)
     k < 1, n < 0       "k must be >= 1", "n must be >= 0"
 
 A non-float dtype can never reach the graph: the signature's float32 input type rejects it
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,8 +50,9 @@ from iwae_tf import rng
 
 METADATA_FILE = "metadata.json"
 
-MSG_RANK = "x must have rank 2, [N, {width}]"
+MSG_RANK = "x must have rank {rank}, [N, {dims}]"
 MSG_WIDTH = "x must have {width} columns (flattened images)"
+MSG_SHAPE = "x must have shape [N, {dims}]"
 MSG_DTYPE = "x must be a float array"
 MSG_NONFINITE = "x contains NaN or inf"
 MSG_RANGE = "x has values outside [0, 1]"
@@ -52,55 +62,84 @@ GREY_HINT = (
     "scripts/score.py --binarize)"
 )
 INPUT_POLICY = (
-    "x must be float32 [N, D] with values exactly 0 or 1. Rejected, with an error naming the "
-    "problem: wrong rank or width, a non-float dtype, NaN or inf, values outside [0, 1], and "
-    "grey (non-binary) values. Grey images are binarized only on request, as Bernoulli("
-    "intensity) with stateless seed (binarize_seed, row index), like the test set."
+    "x must be float32 [N, *data_shape] with values in [0, 1], exactly 0 or 1 for Bernoulli "
+    "models. Rejected, with an error naming the problem: wrong rank or shape, a non-float "
+    "dtype, NaN or inf, values outside [0, 1], and grey (non-binary) values for Bernoulli "
+    "models. Grey images are binarized only on request, as Bernoulli(intensity) with "
+    "stateless seed (binarize_seed, row index), like the test set."
 )
 
 
-def check_images(x: Any, width: int, binary: bool = True) -> np.ndarray:
-    """Validates a batch of flattened images on the host; returns it as float32.
+def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(d) for d in shape)
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(d) for d in shape)
+
+
+def _rank_message(shape: tuple[int, ...]) -> str:
+    return MSG_RANK.format(rank=len(shape) + 1, dims=_dims(shape))
+
+
+def _shape_message(shape: tuple[int, ...]) -> str:
+    if len(shape) == 1:
+        return MSG_WIDTH.format(width=shape[0])
+    return MSG_SHAPE.format(dims=_dims(shape))
+
+
+def check_images(x: Any, shape: int | Sequence[int], binary: bool = True) -> np.ndarray:
+    """Validates a batch of examples on the host; returns it as float32 [N, *shape].
 
     Args:
-      x: Array-like [N, width].
-      width: Expected number of columns D.
+      x: Array-like [N, *shape]; or [N, prod(shape)] rows of images flattened row-major for a
+        model of images, and images for a model of rows (flattened row-major).
+      shape: The shape of one example (an int D for flat rows).
       binary: Whether values must be exactly 0 or 1 (else only within [0, 1]).
 
     Returns:
-      x as a float32 numpy array.
+      x as a float32 numpy array [N, *shape].
 
     Raises:
       ValueError: With one of the documented messages (see the module docstring).
     """
+    shape = _shape(shape)
     x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"{MSG_RANK.format(width=width)}; got shape {x.shape}")
-    if x.shape[1] != width:
-        raise ValueError(f"{MSG_WIDTH.format(width=width)}; got shape {x.shape}")
+    size = int(np.prod(shape))
+    if len(shape) > 1 and x.ndim == 2 and x.shape[1] == size:
+        x = x.reshape((-1, *shape))
+    elif len(shape) == 1 and x.ndim > 2 and int(np.prod(x.shape[1:])) == size:
+        x = x.reshape((len(x), size))  # Images for a model of rows: flattened row-major.
+    if x.ndim != len(shape) + 1:
+        raise ValueError(f"{_rank_message(shape)}; got shape {x.shape}")
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(f"{_shape_message(shape)}; got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"{MSG_DTYPE} (float32 in {{0, 1}}); got dtype {x.dtype}")
     x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(f"{MSG_NONFINITE}: {int(bad.sum())} values, first x[{row}, {col}]")
+        first = tuple(np.argwhere(bad)[0])
+        raise ValueError(f"{MSG_NONFINITE}: {int(bad.sum())} values, first x{_index(first)}")
     outside = (x < 0) | (x > 1)
     if outside.any():
-        row, col = np.argwhere(outside)[0]
+        first = tuple(np.argwhere(outside)[0])
         raise ValueError(
-            f"{MSG_RANGE}: min {x.min():g}, max {x.max():g}, first x[{row}, {col}] = "
-            f"{x[row, col]:g}"
+            f"{MSG_RANGE}: min {x.min():g}, max {x.max():g}, first x{_index(first)} = {x[first]:g}"
         )
     if binary:
         grey = (x != 0) & (x != 1)
         if grey.any():
-            row, col = np.argwhere(grey)[0]
+            first = tuple(np.argwhere(grey)[0])
             raise ValueError(
                 f"{MSG_BINARY}: {int(grey.sum())} values strictly between 0 and 1, first "
-                f"x[{row}, {col}] = {x[row, col]:g}; {GREY_HINT}"
+                f"x{_index(first)} = {x[first]:g}; {GREY_HINT}"
             )
     return x
+
+
+def _index(position: tuple) -> str:
+    return "[" + ", ".join(str(int(i)) for i in position) + "]"
 
 
 def binarize_rows(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -145,15 +184,19 @@ def _assert_then(checks: list[tuple[tf.Tensor, list[Any]]], x: tf.Tensor) -> tf.
         return tf.identity(x)
 
 
-def assert_images(x: tf.Tensor, width: int, binary: bool = True) -> tf.Tensor:
-    """x, gated on in-graph checks of rank, width, finiteness, range and (optionally) binarity.
+def assert_images(x: tf.Tensor, shape: int | Sequence[int], binary: bool = True) -> tf.Tensor:
+    """x, gated on in-graph checks of rank, shape, finiteness, range and (optionally) binarity.
 
     For the graph of a signature: a failing check raises InvalidArgumentError with the
     documented message, before any model op runs.
     """
+    shape = _shape(shape)
     rank = _runtime_rank(x)
-    # shape[-1] of a rank-0 x does not exist; pad so that the width check itself cannot fail.
-    last = tf.concat([tf.shape(x), [-1]], axis=0)[tf.maximum(rank - 1, 0)]
+    # Compare the trailing dims only when the rank is right, padding so that the slice itself
+    # cannot fail on a wrong rank.
+    padded = tf.concat([tf.shape(x), -tf.ones([len(shape)], tf.int32)], axis=0)
+    trailing = padded[1 : len(shape) + 1]
+    shape_ok = tf.equal(rank, len(shape) + 1) & tf.reduce_all(tf.equal(trailing, shape))
     flat = tf.reshape(x, [-1])
     finite = tf.math.is_finite(flat)
     # NaNs are excluded from the range and binarity tests so that each failure has one cause.
@@ -161,8 +204,8 @@ def assert_images(x: tf.Tensor, width: int, binary: bool = True) -> tf.Tensor:
     in_range = (safe >= 0.0) & (safe <= 1.0)
     is_binary = (safe == 0.0) | (safe == 1.0)
     checks = [
-        (tf.equal(rank, 2), [MSG_RANK.format(width=width) + "; got rank", rank]),
-        (tf.equal(last, width), [MSG_WIDTH.format(width=width) + "; got", last]),
+        (tf.equal(rank, len(shape) + 1), [_rank_message(shape) + "; got rank", rank]),
+        (shape_ok, [_shape_message(shape) + "; got", tf.shape(x)]),
         (
             tf.reduce_all(finite),
             [MSG_NONFINITE + ": count", tf.reduce_sum(tf.cast(~finite, tf.int32))],
@@ -211,13 +254,30 @@ def read_metadata(path: str) -> dict[str, Any]:
         return json.load(f)
 
 
+def input_spec(metadata: dict[str, Any]) -> tuple[tuple[int, ...], bool] | None:
+    """(shape of one example, whether inputs must be binary) from an export's metadata.
+
+    Exports before format 4 record only `data_size` and are all Bernoulli models. None if the
+    metadata records neither.
+    """
+    architecture = metadata.get("architecture", {})
+    shape = architecture.get("data_shape") or (
+        [architecture["data_size"]] if "data_size" in architecture else None
+    )
+    if shape is None:
+        return None
+    binary = metadata.get("likelihood", {}).get("name", "bernoulli") == "bernoulli"
+    return tuple(int(d) for d in shape), binary
+
+
 class ExportedModel:
     """A loaded export: numpy in, numpy out, with host-side input checks.
 
     Attributes:
       path: The SavedModel directory.
       metadata: Its metadata dict.
-      data_size: D, the number of pixels.
+      data_shape: The shape of one example, e.g. (28, 28, 1), or (D,) for rows.
+      binary: Whether inputs must be binary (Bernoulli models).
       latent_sizes: Sizes of the stochastic layers, bottom first.
     """
 
@@ -226,12 +286,16 @@ class ExportedModel:
         self.metadata = read_metadata(path)
         self._saved_model = tf.saved_model.load(path)
         self._signatures = self._saved_model.signatures
-        architecture = self.metadata["architecture"]
-        self.data_size = int(architecture["data_size"])
-        self.latent_sizes = tuple(int(s) for s in architecture["latent_sizes"])
+        self.data_shape, self.binary = input_spec(self.metadata)
+        self.latent_sizes = tuple(int(s) for s in self.metadata["architecture"]["latent_sizes"])
 
     def _images(self, x: Any, binarize: bool, binarize_seed: int) -> tf.Tensor:
-        x = check_images(x, self.data_size, binary=not binarize)
+        if binarize and not self.binary:
+            raise ValueError(
+                "binarize=True is for Bernoulli models; this model's likelihood takes "
+                "intensities in [0, 1]"
+            )
+        x = check_images(x, self.data_shape, binary=self.binary and not binarize)
         if binarize:
             x = binarize_rows(x, binarize_seed)
         return tf.constant(x)
@@ -244,10 +308,11 @@ class ExportedModel:
         binarize: bool = False,
         binarize_seed: int = 0,
     ) -> dict[str, np.ndarray]:
-        """Per-example log_px and elbo of x [N, D] with k importance samples (see `score`).
+        """Per-example log_px and elbo of x [N, *data_shape] with k importance samples.
 
         Args:
-          x: [N, D] float array of 0s and 1s (grey values only with binarize=True).
+          x: [N, *data_shape] float array (or images flattened to rows), of 0s and 1s for
+            Bernoulli models (grey values only with binarize=True), else in [0, 1].
           k: Importance samples per example.
           seed: Seed of the draws; the same x, k and seed give the same scores.
           binarize: Binarize grey values as Bernoulli(intensity) instead of rejecting them.
@@ -274,19 +339,25 @@ class ExportedModel:
         return tf.constant(int(value), spec.dtype)
 
     def encode(self, x: Any) -> dict[str, np.ndarray]:
-        """Posterior means and stds h<l>_mean, h<l>_std [N, d_l] of binary x [N, D]."""
+        """Posterior means and stds h<l>_mean, h<l>_std [N, d_l] of x [N, *data_shape]."""
         out = self._signatures["encode"](x=self._images(x, False, 0))
         return {name: value.numpy() for name, value in out.items()}
 
     def decode(self, z: Any) -> np.ndarray:
-        """Bernoulli means [N, D] of p(x | z) for top-layer latents z [N, d_L]."""
+        """Means [N, *data_shape] of p(x | z) for top-layer latents z [N, d_L].
+
+        The Bernoulli's probabilities or the Gaussian's mean; the `decode` signature returns
+        every parameter of the likelihood.
+        """
         z = np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_sizes[-1]:
             raise ValueError(f"z must be [N, {self.latent_sizes[-1]}]; got shape {z.shape}")
-        return self._signatures["decode"](z=tf.constant(z))["probs"].numpy()
+        out = self._signatures["decode"](z=tf.constant(z))
+        return out["probs" if "probs" in out else "mean"].numpy()
 
     def sample(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-        """n images drawn from the model: {"images", "probs": [n, D], "z": [n, d_L]}."""
+        """n images drawn from the model: {"images", the likelihood's parameters ("probs" or
+        "mean" and "std"), each [n, *data_shape], "z": [n, d_L]}."""
         if int(n) < 0:
             raise ValueError(f"n must be >= 0; got {n}")
         out = self._signatures["sample"](

@@ -18,7 +18,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from iwae_tf import layers
-from iwae_tf.data import IMAGE_SHAPE
 
 TENSORBOARD_DIR = "tensorboard"
 MODEL_RUN = "model"
@@ -27,19 +26,25 @@ GRID_COLUMNS = 8
 
 
 def image_grid(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
-    """Tiles [n, 784] images into one [rows * 29 - 1, columns * 29 - 1] array, row-major.
+    """Tiles images [n, H, W, C] (or square grey rows [n, H * H]) into one grid, row-major.
 
-    Neighbouring images are separated by `pad` pixels of value 1, as are empty cells.
+    Neighbouring images are separated by `pad` pixels of value 1, as are empty cells. A grey
+    grid is [rows * (H + pad) - pad, columns * (W + pad) - pad]; a colour one has C channels.
     """
-    images = np.asarray(images).reshape((-1, *IMAGE_SHAPE))
+    images = np.asarray(images, np.float32)
+    if images.ndim == 2:
+        side = int(round(np.sqrt(images.shape[1])))
+        images = images.reshape((-1, side, side, 1))
+    _, height, width, channels = images.shape
     rows = -(-len(images) // columns)
-    height, width = IMAGE_SHAPE
-    grid = np.ones((rows * (height + pad) - pad, columns * (width + pad) - pad), np.float32)
+    grid = np.ones(
+        (rows * (height + pad) - pad, columns * (width + pad) - pad, channels), np.float32
+    )
     for i, image in enumerate(images):
         row, column = divmod(i, columns)
         top, left = row * (height + pad), column * (width + pad)
         grid[top : top + height, left : left + width] = image
-    return grid
+    return grid[..., 0] if channels == 1 else grid
 
 
 def interleave_rows(top: np.ndarray, bottom: np.ndarray, columns: int) -> np.ndarray:
@@ -51,7 +56,7 @@ def interleave_rows(top: np.ndarray, bottom: np.ndarray, columns: int) -> np.nda
     pairs = []
     for start in range(0, len(top), columns):
         block = slice(start, start + columns)
-        blank = np.zeros((columns - len(top[block]), top.shape[1]), np.float32)
+        blank = np.zeros((columns - len(top[block]), *top.shape[1:]), np.float32)
         pairs += [np.concatenate([top[block], blank]), np.concatenate([bottom[block], blank])]
     return np.concatenate(pairs)
 
@@ -77,7 +82,7 @@ class ModelSummaries(keras.callbacks.Callback):
 
         Args:
           log_dir: The run's TensorBoard directory; summaries go to its `model/` run.
-          images: [n, pixels] binary images to reconstruct (e.g. the first test batch).
+          images: [n, *data_shape] images to reconstruct (e.g. the first test batch).
           image_epochs: Epochs between image grids (the last epoch always gets one).
           seed: Seed of the prior samples, the same every time, so grids compare over epochs.
         """
@@ -100,7 +105,7 @@ class ModelSummaries(keras.callbacks.Callback):
         self.writer.flush()
 
     def _write_images(self) -> None:
-        samples = self.model.sample_images(PRIOR_SAMPLES, self.sample_seed).probs.numpy()
+        samples = self.model.sample_images(PRIOR_SAMPLES, self.sample_seed).mean.numpy()
         recon = self.model.reconstruct(self.images).numpy()
         grids = {
             "prior_samples": image_grid(samples, GRID_COLUMNS),
@@ -109,4 +114,5 @@ class ModelSummaries(keras.callbacks.Callback):
             ),
         }
         for name, grid in grids.items():
-            tf.summary.image(name, grid[np.newaxis, :, :, np.newaxis])
+            grid = grid[..., np.newaxis] if grid.ndim == 2 else grid
+            tf.summary.image(name, np.clip(grid, 0.0, 1.0)[np.newaxis])

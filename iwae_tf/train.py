@@ -24,7 +24,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from iwae_tf import data, evaluation, export, networks, schedules, summaries
+from iwae_tf import data, evaluation, export, likelihoods, schedules, summaries
 from iwae_tf.config import STRATEGIES, TrainConfig
 from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
 
@@ -83,9 +83,10 @@ def make_model(
 ) -> ImportanceWeightedAutoencoder:
     """Builds and compiles the model of `config`, its output bias set from the training data.
 
-    The one way to get a model for a dataset: the decoder's output bias starts at the logit
-    of the training split's mean image, as in Burda et al., and the optimizer, schedule and
-    XLA setting are those `config` trains with. Call it inside a distribution strategy's
+    The one way to get a model for a dataset: its data shape comes from the dataset's image
+    feature, the decoder's output bias starts at the logit of the training split's mean image,
+    as in Burda et al., and the optimizer, schedule and XLA setting are those `config` trains
+    with. Call it inside a distribution strategy's
     scope, so that variables are mirrored.
 
     Args:
@@ -99,12 +100,16 @@ def make_model(
     if num_train_examples is None:
         num_train_examples = data.num_examples(config.dataset, config.train_split, config.data_dir)
     mean_image = data.mean_image(config.dataset, config.data_dir, split=config.train_split)
+    likelihood = likelihoods.get(config.likelihood, config.min_std)
     model = build_model(
         config.model,
         num_importance_samples=config.k,
         latent_sizes=config.latent_sizes,
         hidden_sizes=config.hidden_sizes,
-        output_bias=networks.output_bias_from_mean(mean_image),
+        data_shape=mean_image.shape,
+        output_bias=likelihood.output_bias(mean_image),
+        likelihood=likelihood,
+        conv_filters=config.conv_filters_or_none(),
         uncertain_layer_kind=config.uncertain_layer_kind,
         init_scale=config.init_scale,
         kl_weight=config.kl_weight,
@@ -115,7 +120,7 @@ def make_model(
         estimator=config.estimator,
     )
     # Built before fit, so that BackupAndRestore can restore into existing variables.
-    model(tf.zeros([1, data.NUM_PIXELS]))
+    model(tf.zeros([1, *mean_image.shape]))
     jit_compile = config.jit_compile
     if jit_compile is None:
         # XLA on CPU cannot compile the cross-replica collectives of tf.distribute.
@@ -148,6 +153,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
       train_seconds (wall time of fit only) and the config.
     """
     config.validate()
+    data.image_shape(config.dataset, config.data_dir)  # An unknown dataset fails before any write.
     # Created first: MultiWorkerMirroredStrategy must exist before other TensorFlow work.
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
@@ -173,9 +179,14 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         split=config.train_split,
         data_dir=config.data_dir,
         start_step=data_position.step,
+        binarization=config.binarization,
     )
     test_ds = data.eval_dataset(
-        config.dataset, config.test_split, config.eval_batch_size, data_dir=config.data_dir
+        config.dataset,
+        config.test_split,
+        config.eval_batch_size,
+        data_dir=config.data_dir,
+        binarization=config.binarization,
     )
     if config.strategy == "multi_worker":
         train_ds, test_ds = (_shard_by_data(ds) for ds in (train_ds, test_ds))

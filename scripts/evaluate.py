@@ -65,6 +65,7 @@ def main(argv: list[str]) -> None:
             split,
             f.batch_size or config.eval_batch_size,
             data_dir=f.data_dir or config.data_dir,
+            binarization=config.binarization,
         )
         start = time.perf_counter()
         result = evaluation.evaluate(

@@ -11,15 +11,17 @@ or the model code; a tfds input also loads `iwae_tf.data`), and runs the model t
 the code that trained it.
 
 Input (--input):
-  * a `.npy` file of float images [N, D] with values 0 or 1 (D = the model's data size, 784
-    for MNIST). Grey values are rejected unless --binarize is given, which binarizes row i as
-    Bernoulli(intensity) with the stateless seed (--binarize_seed, i).
+  * a `.npy` file of float images [N, *S], S the model's data shape ([28, 28, 1] for MNIST),
+    or the same images flattened to rows [N, D]. Bernoulli models take values 0 or 1: grey
+    values are rejected unless --binarize is given, which binarizes row i as
+    Bernoulli(intensity) with the stateless seed (--binarize_seed, i). Gaussian models take
+    intensities in [0, 1].
   * `tfds:SPLIT`, e.g. `tfds:test[:1000]`: a split of the model's dataset (from the export's
     metadata, or --dataset), read from a prepared tfds data directory (--data_dir) and
     binarized exactly as `iwae_tf.data.eval_dataset` binarizes it (seed 0: the test set's
-    fixed binarization that the recorded metrics use).
+    fixed binarization that the recorded metrics use), or as intensities for Gaussian models.
 
-Bad input (wrong rank or width, a non-float dtype, NaN or inf, values outside [0, 1], grey
+Bad input (wrong rank or shape, a non-float dtype, NaN or inf, values outside [0, 1], grey
 values without --binarize) stops the script with exit status 1 and an error naming the
 problem, in the same words as the SavedModel's own in-graph checks (see iwae_tf/serving.py).
 
@@ -62,12 +64,21 @@ class InputError(ValueError):
     """The input cannot be scored; the message says why."""
 
 
-def read_tfds(split: str, dataset: str, data_dir: str | None, seed: int) -> np.ndarray:
-    """A split of a tfds dataset, binarized as `iwae_tf.data.eval_dataset` binarizes it."""
+def read_tfds(
+    split: str, dataset: str, data_dir: str | None, seed: int, binary: bool
+) -> np.ndarray:
+    """A split of a tfds dataset, binarized (if `binary`) as `iwae_tf.data.eval_dataset` does."""
     from iwae_tf import data  # Only tfds inputs need the data pipeline (and tfds).
 
     try:
-        batches = data.eval_dataset(dataset, split, batch_size=4096, seed=seed, data_dir=data_dir)
+        batches = data.eval_dataset(
+            dataset,
+            split,
+            batch_size=4096,
+            seed=seed,
+            data_dir=data_dir,
+            binarization="dynamic" if binary else "none",
+        )
         parts = [batch.numpy() for batch in batches]
     except (ValueError, data.DataUnavailableError) as e:
         raise InputError(f"cannot read split {split!r} of dataset {dataset!r}: {e}") from None
@@ -79,13 +90,13 @@ def read_tfds(split: str, dataset: str, data_dir: str | None, seed: int) -> np.n
     return np.concatenate(parts) if parts else np.zeros([0, 0], np.float32)
 
 
-def load_input(width: int, metadata: dict) -> np.ndarray:
+def load_input(shape: tuple[int, ...], binary: bool, metadata: dict) -> np.ndarray:
     source = flags.FLAGS.input
     if source.startswith("tfds:"):
         dataset = flags.FLAGS.dataset or metadata.get("dataset")
         if not dataset:
             raise InputError("the model's metadata names no dataset; pass --dataset")
-        x = read_tfds(source[5:], dataset, flags.FLAGS.data_dir, flags.FLAGS.binarize_seed)
+        x = read_tfds(source[5:], dataset, flags.FLAGS.data_dir, flags.FLAGS.binarize_seed, binary)
     else:
         if not source.endswith(".npy"):
             raise InputError(f"--input must be a .npy file or tfds:SPLIT, got {source!r}")
@@ -93,19 +104,21 @@ def load_input(width: int, metadata: dict) -> np.ndarray:
             x = np.load(source, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read {source}: {e}") from None
-        x = _checked(x, width, binary=not flags.FLAGS.binarize)
+        if flags.FLAGS.binarize and not binary:
+            raise InputError("--binarize is for Bernoulli models; this model takes intensities")
+        x = _checked(x, shape, binary=binary and not flags.FLAGS.binarize)
         if flags.FLAGS.binarize:
             x = serving.binarize_rows(x, flags.FLAGS.binarize_seed)
     if flags.FLAGS.max_examples:
         x = x[: flags.FLAGS.max_examples]
     if len(x) == 0:
         raise InputError("the input holds no examples")
-    return _checked(x, width, binary=True)
+    return _checked(x, shape, binary=binary)
 
 
-def _checked(x: np.ndarray, width: int, binary: bool) -> np.ndarray:
+def _checked(x: np.ndarray, shape: tuple[int, ...], binary: bool) -> np.ndarray:
     try:
-        return serving.check_images(x, width, binary)
+        return serving.check_images(x, shape, binary)
     except ValueError as e:
         raise InputError(str(e)) from None
 
@@ -133,13 +146,13 @@ def main(argv: list[str]) -> None:
         metadata = {}
         if os.path.exists(os.path.join(path, "assets", serving.METADATA_FILE)):
             metadata = serving.read_metadata(path)
-        # The input is checked before the (slower) load when the metadata gives the width.
-        width = metadata.get("architecture", {}).get("data_size")
+        # The input is checked before the (slower) load when the metadata gives the shape.
+        spec = serving.input_spec(metadata)
         signature = None
-        if width is None:
+        if spec is None:
             signature = tf.saved_model.load(path).signatures["score"]
-            width = signature.structured_input_signature[1]["x"].shape[1]
-        x = load_input(int(width), metadata)
+            spec = (tuple(signature.structured_input_signature[1]["x"].shape[1:]), True)
+        x = load_input(*spec, metadata)
         if signature is None:
             signature = tf.saved_model.load(path).signatures["score"]
         scores = score(signature, x)

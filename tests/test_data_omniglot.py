@@ -79,7 +79,10 @@ def fake(tmp_path_factory):
 
 
 def _images(ds: tf.data.Dataset) -> np.ndarray:
-    return np.stack(list(ds.as_numpy_iterator()))
+    """The images of `ds`, checked to be [28, 28, 1], flattened row-major to [n, 784]."""
+    images = np.stack(list(ds.as_numpy_iterator()))
+    assert images.shape[1:] == (28, 28, 1)
+    return images.reshape(len(images), 784)
 
 
 def test_reshape_columns_reads_each_column_in_fortran_order():
@@ -145,13 +148,13 @@ def test_train_slices_are_authors_train_and_validation_sets(fake):
 
 def test_mean_image_is_exact_mean(fake):
     np.testing.assert_allclose(
-        mean_image("omniglot", fake["data_dir"]),
+        mean_image("omniglot", fake["data_dir"]).reshape(784),
         fake["train"].astype(np.float64).mean(axis=0),
         rtol=0,
         atol=1e-12,
     )
     np.testing.assert_allclose(
-        mean_image("omniglot", fake["data_dir"], split="test"),
+        mean_image("omniglot", fake["data_dir"], split="test").reshape(784),
         fake["test"].astype(np.float64).mean(axis=0),
         rtol=0,
         atol=1e-12,
@@ -161,9 +164,9 @@ def test_mean_image_is_exact_mean(fake):
 def test_train_dataset_binarizes_dynamically_with_intensities_as_probabilities(fake):
     epochs = 300
     ds = train_dataset("omniglot", NUM_TRAIN, seed=1, data_dir=fake["data_dir"])
-    assert ds.element_spec.shape == (NUM_TRAIN, 784)
+    assert ds.element_spec.shape == (NUM_TRAIN, 28, 28, 1)
     # One batch of NUM_TRAIN images per pass over the split.
-    draws = np.concatenate(list(ds.take(epochs).as_numpy_iterator()))
+    draws = np.concatenate(list(ds.take(epochs).as_numpy_iterator())).reshape(-1, 784)
     assert draws.shape == (epochs * NUM_TRAIN, 784) and draws.dtype == np.float32
     assert set(np.unique(draws)) == {0.0, 1.0}
     images = draws.reshape(-1, 28, 28)
@@ -179,7 +182,8 @@ def test_eval_dataset_binarizes_test_split_once(fake):
     ds = eval_dataset("omniglot", "test", batch_size=2, seed=3, data_dir=fake["data_dir"])
     first = np.concatenate(list(ds.as_numpy_iterator()))
     second = np.concatenate(list(ds.as_numpy_iterator()))
-    assert first.shape == (NUM_TEST, 784)
+    assert first.shape == (NUM_TEST, 28, 28, 1)
+    first, second = first.reshape(NUM_TEST, 784), second.reshape(NUM_TEST, 784)
     np.testing.assert_array_equal(first, second)
     for i in range(NUM_TEST):
         want = binarize(tf.constant(fake["test"][i]), tf.constant([3, i], tf.int64))

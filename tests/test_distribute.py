@@ -34,7 +34,7 @@ MIRRORED_CHECK = textwrap.dedent(
     rng.normal = lambda shape, seed=None: tf.zeros(shape)
 
     x = (np.random.default_rng(0).random((20, 30)) < 0.3).astype(np.float32)
-    arch = dict(latent_sizes=(3,), hidden_sizes=((16,),), data_size=30, init_scale=0.05,
+    arch = dict(latent_sizes=(3,), hidden_sizes=((16,),), data_shape=(30,), init_scale=0.05,
                 kl_weight=2.0, num_train_examples=100)
 
     def one_step(strategy, initial=None):

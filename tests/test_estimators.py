@@ -145,7 +145,7 @@ def tiny_model(variant, latent_sizes=(2,), layer_kind="local_reparameterization"
         K,
         latent_sizes=latent_sizes,
         hidden_sizes=((8,),) * len(latent_sizes),
-        data_size=PIXELS,
+        data_shape=(PIXELS,),
         uncertain_layer_kind=layer_kind,
         init_scale=0.3,
         seed=1,
@@ -301,7 +301,7 @@ def test_every_other_combination_builds_with_two_layers(objective, name):
     if refused:
         return
     model = build_model(
-        "iwaeu", K, latent_sizes=(3, 2), hidden_sizes=((8,), (8,)), data_size=PIXELS,
+        "iwaeu", K, latent_sizes=(3, 2), hidden_sizes=((8,), (8,)), data_shape=(PIXELS,),
         estimator=name, objective=objective,
     )  # fmt: skip
     surrogate = estimators.surrogates(

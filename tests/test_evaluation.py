@@ -32,7 +32,7 @@ fold_in = rng.fold_in  # The documented derivation; its own tests are in test_rn
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(3)
-    model = build_model("iwaeu", 4, latent_sizes=(3,), hidden_sizes=((8,),), data_size=PIXELS)
+    model = build_model("iwaeu", 4, latent_sizes=(3,), hidden_sizes=((8,),), data_shape=(PIXELS,))
     model(tf.zeros([1, PIXELS]))
     return model
 
@@ -213,7 +213,7 @@ def dead_unit_model(variant, latent_sizes, hidden_sizes, dead):
     """A model whose encoder mean ignores x for the units in `dead` (layer index -> units)."""
     keras.utils.set_random_seed(0)
     model = build_model(
-        variant, 2, latent_sizes=latent_sizes, hidden_sizes=hidden_sizes, data_size=PIXELS
+        variant, 2, latent_sizes=latent_sizes, hidden_sizes=hidden_sizes, data_shape=(PIXELS,)
     )
     model(tf.zeros([1, PIXELS]))
     for layer_index, units in dead.items():

@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 from scipy import special
 
-from iwae_tf import data, evaluation, export, load_exported, networks, rng, serving
+from iwae_tf import data, evaluation, export, likelihoods, load_exported, rng, serving
 from iwae_tf.model import VARIANTS, build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,7 +248,7 @@ def test_sample_draws_what_the_decoder_and_the_plots_draw_for_the_seed(exports):
     out = exported.sample(9, seed=5)
     model_seed, _ = rng.split(rng.from_int(5), 2)
     draw = model.decoder.sample(9, model_seed)
-    np.testing.assert_allclose(out["probs"], tf.sigmoid(draw.logits), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["probs"], tf.sigmoid(draw.outputs), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["z"], draw.latents[-1], rtol=1e-5, atol=1e-6)
     plots = pytest.importorskip("iwae_tf.experiments.plots")
     np.testing.assert_allclose(plots.prior_samples(model, 9, seed=5), out["probs"], rtol=1e-5)
@@ -278,10 +278,13 @@ def test_metadata_and_export_dir_handling(exports, tmp_path):
     assert meta["note"] == "iwaeu_two_layers" and meta["dataset"] == "mnist"
     assert meta["variant"] == "iwaeu" and meta["objective"] == "iwae"
     assert meta["architecture"] == {
+        "data_shape": [784],
         "data_size": 784,
         "latent_sizes": [4, 3],
         "hidden_sizes": [[16], [8]],
+        "conv_filters": [],
     }
+    assert meta["likelihood"] == {"name": "bernoulli", "min_std": 0.01}
     assert meta["layer_types"] == {
         "encoder": "local_reparameterization",
         "decoder": "local_reparameterization",
@@ -435,6 +438,21 @@ def test_wrapper_rejects_bad_input_on_the_host(exports, case):
         exported.score(x, k=3)
 
 
+def test_check_images_converts_between_rows_and_images_and_nothing_else():
+    rows = binary_images(4, seed=1)
+    images = rows.reshape(4, 28, 28, 1)
+    np.testing.assert_array_equal(serving.check_images(rows, (28, 28, 1)), images)
+    np.testing.assert_array_equal(serving.check_images(images, 784), rows)
+    with pytest.raises(ValueError, match=r"x must have shape \[N, 28, 28, 1\]; got shape"):
+        serving.check_images(images[:, :, :20], (28, 28, 1))
+    with pytest.raises(ValueError, match=r"x must have rank 4, \[N, 28, 28, 1\]"):
+        serving.check_images(rows[:, :700], (28, 28, 1))
+    grey = np.full((2, 5, 4, 3), 0.5, np.float32)  # A Gaussian model's input: no binarity check.
+    np.testing.assert_array_equal(serving.check_images(grey, (5, 4, 3), binary=False), grey)
+    with pytest.raises(ValueError, match="x is not binary"):
+        serving.check_images(grey, (5, 4, 3))
+
+
 def test_wrapper_rejects_non_float_and_binarizes_grey_on_request(exports, mnist_data_dir):
     _, exported = exports("iwae")
     with pytest.raises(ValueError, match="x must be a float array.*got dtype int64"):
@@ -468,7 +486,8 @@ def shipped_like(tmp_path_factory, mnist_data_dir):
         5,
         latent_sizes=(8,),
         hidden_sizes=((64,),),
-        output_bias=networks.output_bias_from_mean(mean),
+        data_shape=mean.shape,
+        output_bias=likelihoods.get("bernoulli").output_bias(mean),
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-4))
     train = data.train_dataset("mnist", 20, 0, mnist_data_dir, split="train[:2000]")
@@ -561,8 +580,8 @@ def test_score_script_rejects_bad_input_with_the_documented_messages(shipped_lik
     path, x, _ = shipped_like
     x = x[:5]
     cases = {
-        "rank": (x[0], r"x must have rank 2, \[N, 784\]; got shape \(784,\)"),
-        "width": (x[:, :100], r"x must have 784 columns \(flattened images\); got shape"),
+        "rank": (x[0], r"x must have rank 4, \[N, 28, 28, 1\]; got shape \(28, 28, 1\)"),
+        "width": (x[:, :, :20], r"x must have shape \[N, 28, 28, 1\]; got shape"),
         "dtype": (x.astype(np.int32), "x must be a float array .*got dtype int32"),
         "nan": (np.where(x > 0, np.nan, 0.0), "x contains NaN or inf"),
         "range": (x * 3, r"x has values outside \[0, 1\]"),

@@ -30,7 +30,7 @@ def quadrature_log_px(x, kernel, bias):
 @pytest.fixture(scope="module")
 def tiny_model():
     keras.utils.set_random_seed(1)
-    model = build_model("iwae", latent_sizes=(1,), hidden_sizes=((),), data_size=PIXELS)
+    model = build_model("iwae", latent_sizes=(1,), hidden_sizes=((),), data_shape=(PIXELS,))
     x = tf.constant(np.random.default_rng(0).integers(0, 2, size=(1, PIXELS)), tf.float32)
     model(x)
     # A deliberately poor q(z|x) = N(2, e^1): far from the posterior, so bounds separate.
@@ -96,7 +96,7 @@ def test_every_variant_trains_and_improves_its_bound(variant):
     prototypes = rng.random((2, 64)) < 0.3
     flips = rng.random((400, 64)) < 0.05
     data = (prototypes[rng.integers(0, 2, 400)] ^ flips).astype(np.float32)
-    model = build_model(variant, 5, latent_sizes=(4,), hidden_sizes=((32,),), data_size=64)
+    model = build_model(variant, 5, latent_sizes=(4,), hidden_sizes=((32,),), data_shape=(64,))
     model.compile(optimizer=keras.optimizers.Adam(3e-3, epsilon=1e-4))
     before = model.evaluate(data, batch_size=100, verbose=0, return_dict=True)
     history = model.fit(data, batch_size=20, epochs=6, verbose=0)
@@ -121,7 +121,7 @@ def test_bad_constructor_arguments_are_rejected():
 def test_two_stochastic_layers_converge_to_quadrature_log_px():
     """p(x) = int int N(h2) N(h1; a h2 + b, exp(c h2 + d)^2) prod_j Bern(x_j | w_j h1 + v_j)."""
     keras.utils.set_random_seed(2)
-    model = build_model("iwae", latent_sizes=(1, 1), hidden_sizes=((), ()), data_size=PIXELS)
+    model = build_model("iwae", latent_sizes=(1, 1), hidden_sizes=((), ()), data_shape=(PIXELS,))
     x = tf.constant(np.random.default_rng(4).integers(0, 2, size=(1, PIXELS)), tf.float32)
     model(x)
     # Wide proposals (q(h1|x) = N(0, e^1), q(h2|h1) = N(0.3 h1, e^0.5)) keep weights light-tailed.
@@ -164,7 +164,9 @@ def test_two_stochastic_layer_variants_train(variant):
     rng = np.random.default_rng(0)
     prototypes = rng.random((2, 64)) < 0.3
     data = (prototypes[rng.integers(0, 2, 400)] ^ (rng.random((400, 64)) < 0.05)).astype(np.float32)
-    model = build_model(variant, 3, latent_sizes=(6, 3), hidden_sizes=((32,), (16,)), data_size=64)
+    model = build_model(
+        variant, 3, latent_sizes=(6, 3), hidden_sizes=((32,), (16,)), data_shape=(64,)
+    )
     model.compile(optimizer=keras.optimizers.Adam(3e-3, epsilon=1e-4))
     before = model.evaluate(data, batch_size=100, verbose=0, return_dict=True)
     model.fit(data, batch_size=20, epochs=6, verbose=0)

@@ -24,7 +24,7 @@ def test_fit_slope_recovers_a_power_law():
 
 
 def test_snr_table_measures_every_estimator_k_and_network():
-    model = build_model("iwae", 2, latent_sizes=(2,), hidden_sizes=((8,),), data_size=12)
+    model = build_model("iwae", 2, latent_sizes=(2,), hidden_sizes=((8,),), data_shape=(12,))
     model(tf.zeros([1, 12]))
     x = tf.constant(np.random.default_rng(0).random((6, 12)) < 0.4, tf.float32)
     rows = snr.snr_table(model, x, [1, 4], ["reparam", "dreg"], Objective("iwae"), 30)

@@ -27,7 +27,7 @@ def test_interleave_rows_pairs_each_row_with_its_reconstructions():
 
 
 def test_uncertain_layers_are_found_by_path_in_uncertain_networks_only():
-    model = build_model("iwaeu_rec", 2, latent_sizes=(3,), hidden_sizes=((8,),), data_size=784)
+    model = build_model("iwaeu_rec", 2, latent_sizes=(3,), hidden_sizes=((8,),), data_shape=(784,))
     model(tf.zeros([1, 784]))
     found = summaries.uncertain_layers(model)
     assert sorted(found) == ["encoder/q_h1/gaussian_head", "encoder/q_h1/hidden_0"]

@@ -129,7 +129,7 @@ def test_tensorboard_holds_scalars_posterior_scales_and_image_grids(mnist_data_d
             "encoder/q_h1/hidden_0",
             "encoder/q_h1/gaussian_head",
             "decoder/p_x/hidden_0",
-            "decoder/p_x/bernoulli_logits",
+            "decoder/p_x/output_head",
         )
         for stat in ("mean", "min", "max")
     )
@@ -150,7 +150,11 @@ def run_script(*args):
         (["--model=iwea"], "--model"),
         (["--k=0"], "--k"),
         (["--epochs=-1"], "--epochs"),
-        (["--dataset=cifar"], "--dataset"),
+        (["--dataset=cifar"], "unknown dataset 'cifar'"),
+        (["--likelihood=gaussian"], "--binarization=none"),
+        (["--binarization=none"], "--likelihood=gaussian"),
+        (["--architecture=conv", "--model=iwaeu"], "--uncertain_layer_kind=flipout"),
+        (["--architecture=convnet"], "--architecture"),
     ],
 )
 def test_script_rejects_bad_flags_with_one_line(args, message, tmp_path):
@@ -329,3 +333,109 @@ def test_objectives_and_estimators_train_export_and_score_with_two_layers(
     x = np.concatenate(list(data.eval_dataset("mnist", "test[:100]", 50, 0, mnist_data_dir)))
     nll = -np.mean(exported.score(x, k=50, seed=1)["log_px"])
     assert abs(nll - metrics["test_nll"]) < metrics["test_nll_stderr"], (nll, metrics)
+
+
+# Beyond binarized MNIST: continuous data, a Gaussian likelihood, conv networks, other shapes.
+
+
+def small_conv_config(tmp_path, **settings):
+    values = dict(
+        k=3,
+        latent_sizes=(4,),
+        hidden_sizes=((32,),),
+        architecture="conv",
+        conv_filters=(8, 16),
+        epochs=1,
+        steps_per_epoch=20,
+        eval_k=20,
+        train_split="train[:200]",
+        test_split="test[:40]",
+        eval_batch_size=20,
+        export_dir=str(tmp_path / "export"),
+        tensorboard=False,
+    )
+    values.update(settings)
+    return TrainConfig(**values)
+
+
+def test_gaussian_conv_iwaeu_on_continuous_mnist_trains_exports_and_scores(
+    mnist_data_dir, tmp_path
+):
+    from iwae_tf.serving import load_exported
+
+    config = small_conv_config(
+        tmp_path,
+        model="iwaeu",
+        uncertain_layer_kind="flipout",
+        binarization="none",
+        likelihood="gaussian",
+        data_dir=mnist_data_dir,
+        tensorboard=True,
+    )
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    assert math.isfinite(metrics["test_nll"])
+    assert metrics["test_nll"] <= metrics["test_negative_elbo"] + 1e-3
+    exported = load_exported(str(tmp_path / "export"))
+    assert exported.metadata["likelihood"] == {"name": "gaussian", "min_std": 0.01}
+    assert exported.metadata["architecture"]["data_shape"] == [28, 28, 1]
+    assert exported.metadata["architecture"]["conv_filters"] == [8, 16]
+    assert exported.metadata["layer_types"] == {"encoder": "flipout", "decoder": "flipout"}
+    # The export scores the test intensities (not binarized) like the run's estimate.
+    test = data.eval_dataset("mnist", "test[:40]", 20, 0, mnist_data_dir, binarization="none")
+    x = np.concatenate(list(test))
+    assert x.shape == (40, 28, 28, 1) and len(np.unique(x)) > 2
+    log_px = exported.score(x, k=20, seed=1)["log_px"]
+    assert abs(-np.mean(log_px) - metrics["test_nll"]) < metrics["test_nll_stderr"]
+    # Flattened rows are the same images.
+    np.testing.assert_array_equal(
+        exported.score(x.reshape(40, 784), k=20, seed=1)["log_px"], log_px
+    )
+    draw = exported.sample(3, seed=0)
+    assert set(draw) == {"images", "mean", "std", "z"}
+    assert draw["images"].shape == draw["mean"].shape == (3, 28, 28, 1)
+    assert (draw["std"] >= 0.01 * (1 - 1e-6)).all()
+    assert exported.decode(draw["z"]).shape == (3, 28, 28, 1)
+    with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
+        exported.score(x * 2, k=2)
+    with pytest.raises(ValueError, match="binarize=True is for Bernoulli models"):
+        exported.score(x, k=2, binarize=True)
+    with pytest.raises(ValueError, match="x must have shape \\[N, 28, 28, 1\\]"):
+        exported.score(x[:, :, :20], k=2)
+
+
+@pytest.mark.parametrize(
+    "dataset, shape, architecture",
+    [("fashion_mnist", (28, 28, 1), "mlp"), ("cifar10", (32, 32, 3), "conv")],
+)
+def test_trains_on_a_mocked_tfds_dataset_of_its_own_shape(
+    dataset, shape, architecture, tmp_path, monkeypatch
+):
+    import tensorflow_datasets as tfds
+
+    from iwae_tf.data import reachability
+    from iwae_tf.serving import load_exported
+
+    monkeypatch.setattr(reachability, "unreachable_reason", lambda url: None)
+    config = small_conv_config(
+        tmp_path,
+        dataset=dataset,
+        architecture=architecture,
+        model="iwaeu_rec",
+        uncertain_layer_kind="flipout",
+        train_split="train",
+        test_split="test",
+        steps_per_epoch=5,
+        eval_k=5,
+        eval_batch_size=10,
+        tensorboard=True,
+    )
+    with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+        metrics = train_and_evaluate(config, str(tmp_path / "run"))
+        x = np.concatenate(list(data.eval_dataset(dataset, "test", 10)))
+    assert x.shape == (30, *shape)
+    assert 0 < metrics["test_nll"] <= metrics["test_negative_elbo"]
+    exported = load_exported(str(tmp_path / "export"))
+    assert exported.data_shape == shape and exported.binary
+    log_px = exported.score(x, k=5, seed=1)["log_px"]
+    assert abs(-np.mean(log_px) - metrics["test_nll"]) < 3 * metrics["test_nll_stderr"]
+    assert exported.sample(2, seed=0)["images"].shape == (2, *shape)

@@ -118,7 +118,7 @@ def test_the_applied_update_is_the_gradient_of_the_documented_loss(variant, kl_w
         K,
         latent_sizes=(3,),
         hidden_sizes=((16,),),
-        data_size=PIXELS,
+        data_shape=(PIXELS,),
         init_scale=0.1,
         kl_weight=kl_weight,
         num_train_examples=NUM_TRAIN,
@@ -206,7 +206,7 @@ def test_each_network_steps_along_its_own_surrogate(variant, estimator, objectiv
     x = tf.constant(np.random.default_rng(1).random((BATCH, PIXELS)) < 0.4, tf.float32)
     model = build_model(
         variant, K, latent_sizes=latent_sizes, hidden_sizes=((16,),) * len(latent_sizes),
-        data_size=PIXELS, init_scale=0.1, seed=11, estimator=estimator, objective=objective,
+        data_shape=(PIXELS,), init_scale=0.1, seed=11, estimator=estimator, objective=objective,
     )  # fmt: skip
     model(x)
     before = [v.numpy() for v in model.trainable_variables]

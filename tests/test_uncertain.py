@@ -48,7 +48,7 @@ def point_log_px(x, w, bias):
 def tractable():
     keras.utils.set_random_seed(3)
     model = build_model(
-        "iwaeu", latent_sizes=(1,), hidden_sizes=((),), data_size=PIXELS, init_scale=0.02
+        "iwaeu", latent_sizes=(1,), hidden_sizes=((),), data_shape=(PIXELS,), init_scale=0.02
     )
     rng = np.random.default_rng(1)
     x = tf.constant(rng.integers(0, 2, size=(1, PIXELS)), tf.float32)
@@ -156,7 +156,7 @@ def test_importance_weight_uses_the_encoder_draw_that_made_the_sample(tractable)
 def test_sigma_to_zero_limit_equals_iwae_of_the_mean_network():
     keras.utils.set_random_seed(5)
     x = tf.constant(np.random.default_rng(0).integers(0, 2, (6, 30)), tf.float32)
-    arch = dict(latent_sizes=(3,), hidden_sizes=((16,),), data_size=30)
+    arch = dict(latent_sizes=(3,), hidden_sizes=((16,),), data_shape=(30,))
     iwaeu = build_model("iwaeu", init_scale=1e-9, **arch)
     iwae = build_model("iwae", **arch)
     iwaeu(x)
@@ -181,11 +181,56 @@ def _uncertain_layers(model):
     found = []
     for network in (model.encoder, model.decoder):
         for layer in network.submodules:
-            if isinstance(
-                layer, L.DenseLocalReparameterization | L.DenseFlipout | L.DenseReparameterization
-            ):
+            if getattr(layer, "kernel_posterior", None) is not None:
                 found.append(layer)
     return found
+
+
+CONV_ARCH = dict(
+    latent_sizes=(3,), hidden_sizes=((16,),), data_shape=(8, 6, 2), conv_filters=(4, 5)
+)
+
+
+def _conv_pair(kind):
+    """A conv IWAEU of `kind` and a conv IWAE holding its posterior-mean weights."""
+    keras.utils.set_random_seed(6)
+    x = tf.constant(np.random.default_rng(1).integers(0, 2, (5, 8, 6, 2)), tf.float32)
+    iwaeu = build_model("iwaeu", init_scale=1e-9, uncertain_layer_kind=kind, **CONV_ARCH)
+    iwae = build_model("iwae", **CONV_ARCH)
+    iwaeu(x)
+    iwae(x)
+    means = [v for v in iwaeu.trainable_variables if "untransformed_scale" not in v.name]
+    assert [v.shape for v in means] == [v.shape for v in iwae.trainable_variables]
+    for target, source in zip(iwae.trainable_variables, means, strict=True):
+        target.assign(source)
+    return iwaeu, iwae, x
+
+
+@pytest.mark.parametrize("kind", ["flipout", "reparameterization"])
+def test_conv_sigma_to_zero_limit_equals_iwae_of_the_mean_network(kind):
+    iwaeu, iwae, x = _conv_pair(kind)
+    seed = tf.constant([4, 2], tf.int64)
+    expected = iwae.log_weights(x, 7, seed=seed).numpy()
+    np.testing.assert_allclose(iwaeu.log_weights(x, 7, seed=seed).numpy(), expected, rtol=2e-5)
+    assert any("conv" in layer.name for layer in _uncertain_layers(iwaeu))
+    for layer in _uncertain_layers(iwaeu):
+        L.set_posterior_scale(layer, 0.3)
+    assert np.max(np.abs(iwaeu.log_weights(x, 7, seed=seed).numpy() - expected)) > 0.1
+
+
+def test_conv_flipout_gives_each_importance_sample_its_own_encoder_weights():
+    # x is tiled k times before the conv stack, so the k samples of one image see k weight
+    # draws: q(h|x) differs across samples. One draw per call (reparameterization) cannot.
+    seed = tf.constant([1, 9], tf.int64)
+    spreads = {}
+    for kind in ("flipout", "reparameterization"):
+        iwaeu, _, x = _conv_pair(kind)
+        for layer in _uncertain_layers(iwaeu):
+            L.set_posterior_scale(layer, 0.3)
+        ((_, q),) = iwaeu.encoder(x, num_samples=6, seed=seed)
+        spreads[kind] = float(tf.reduce_max(tf.math.reduce_std(q.mean, axis=0)))
+    assert spreads["flipout"] > 0.05, spreads
+    assert spreads["reparameterization"] < 1e-6, spreads
 
 
 @pytest.mark.parametrize(
@@ -198,7 +243,7 @@ def _uncertain_layers(model):
 )
 def test_posterior_variables_are_trained(variant, encoder_uncertain, decoder_uncertain):
     keras.utils.set_random_seed(0)
-    model = build_model(variant, 3, latent_sizes=(2,), hidden_sizes=((8,),), data_size=20)
+    model = build_model(variant, 3, latent_sizes=(2,), hidden_sizes=((8,),), data_shape=(20,))
     x = tf.constant(np.random.default_rng(0).integers(0, 2, (10, 20)), tf.float32)
     with tf.GradientTape() as tape:
         loss = -tf.reduce_mean(model(x))
@@ -224,7 +269,7 @@ def test_posterior_variables_are_trained(variant, encoder_uncertain, decoder_unc
 
 def test_no_kl_enters_the_loss_by_default():
     keras.utils.set_random_seed(0)
-    model = build_model("iwaeu", 2, latent_sizes=(2,), hidden_sizes=((8,),), data_size=20)
+    model = build_model("iwaeu", 2, latent_sizes=(2,), hidden_sizes=((8,),), data_shape=(20,))
     model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-4))
     x = np.random.default_rng(0).integers(0, 2, (10, 20)).astype(np.float32)
     result = model.evaluate(x, batch_size=10, verbose=0, return_dict=True)
@@ -240,7 +285,7 @@ def test_kl_weight_adds_the_scaled_weight_kl():
         2,
         latent_sizes=(2,),
         hidden_sizes=((8,),),
-        data_size=20,
+        data_shape=(20,),
         init_scale=0.05,
         kl_weight=kl_weight,
         prior_scale=prior_scale,

@@ -11,7 +11,7 @@ uint8 images `(28, 28, 1)` with values in {0, 1}, in the splits
 
 which this package exposes unchanged (`"train+validation"` gives all 60,000 training images).
 Burda et al.'s own code trains on the 50,000 `train` images and validates on `validation`.
-`decode` turns an image into float32 `[784]` in {0, 1} (row-major, like the other datasets);
+`decode` turns an image into float32 `[28, 28, 1]` in {0, 1} (like the other datasets);
 the pipeline's Bernoulli binarization leaves such images unchanged, so every epoch sees the
 same binarization and so does the evaluation.
 
@@ -34,7 +34,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 
 from iwae_tf.data import reachability
 from iwae_tf.data.errors import DataUnavailableError
-from iwae_tf.data.images import NUM_PIXELS
+from iwae_tf.data.images import IMAGE_SHAPE
 
 BUILDER_NAME = "binarized_mnist"
 """The TFDS builder (TFDS' own, version 1.0.0)."""
@@ -53,18 +53,18 @@ SPLIT_SIZES = {"train": 50_000, "validation": 10_000, "test": 10_000}
 
 
 def decode(image: tf.Tensor) -> tf.Tensor:
-    """Maps a stored image to float32 `[784]` pixels in {0, 1}.
+    """Maps a stored image to float32 `[28, 28, 1]` pixels in {0, 1}.
 
     Args:
         image: uint8 `(28, 28, 1)` image with values in {0, 1}, as TFDS' builder stores it.
 
     Returns:
-        The image flattened row-major, as float32.
+        The image as float32.
 
     Raises:
         tf.errors.InvalidArgumentError: If a pixel exceeds 1 (not Larochelle's binarization).
     """
-    pixels = tf.reshape(tf.cast(image, tf.float32), [NUM_PIXELS])
+    pixels = tf.reshape(tf.cast(image, tf.float32), IMAGE_SHAPE)
     tf.debugging.assert_less_equal(pixels, 1.0, message="binarized_mnist pixels must be 0 or 1")
     return pixels
 

@@ -1,4 +1,4 @@
-"""The image format of every dataset here: 28 x 28 grey levels, flattened row-major to 784."""
+"""The image shape of the package's own 28 x 28 grey-scale builders (mnist, omniglot, ...)."""
 
-IMAGE_SHAPE: tuple[int, int] = (28, 28)
-NUM_PIXELS: int = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+IMAGE_SHAPE: tuple[int, int, int] = (28, 28, 1)
+"""[H, W, C] of one MNIST, binarized-MNIST or Omniglot image."""

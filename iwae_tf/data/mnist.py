@@ -30,7 +30,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from iwae_tf.data.errors import DataUnavailableError
-from iwae_tf.data.images import NUM_PIXELS
+from iwae_tf.data.images import IMAGE_SHAPE
+
+NUM_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 
 PICKLE_ENV_VAR = "IWAE_TF_MNIST_PKL"
 """Environment variable that, when set, overrides the location of `mnist.pkl.gz`."""

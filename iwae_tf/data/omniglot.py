@@ -40,7 +40,9 @@ import tensorflow_datasets as tfds
 
 from iwae_tf.data import reachability
 from iwae_tf.data.errors import DataUnavailableError
-from iwae_tf.data.images import NUM_PIXELS
+from iwae_tf.data.images import IMAGE_SHAPE
+
+NUM_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 
 MAT_ENV_VAR = "IWAE_TF_OMNIGLOT_MAT"
 """Environment variable that, when set, is the path of `chardata.mat` to build from."""

@@ -53,9 +53,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from iwae_tf import evaluation, networks, rng, schedules
+from iwae_tf import evaluation, rng, schedules
 from iwae_tf import layers as dense_layers
-from iwae_tf.data import pipeline
 from iwae_tf.experiments import presets
 from iwae_tf.model import ImportanceWeightedAutoencoder, build_model
 
@@ -71,6 +70,9 @@ PAPER_ARCHITECTURE: dict[str, Any] = {"latent_sizes": (50,), "hidden_sizes": ((2
 """Burda et al.'s 1-stochastic-layer networks, 784-200-200-50 (the package default)."""
 
 SEED_PRESET = "iwaeu_seed_mnist"
+
+PIXELS = 784
+"""Pixels per synthetic image: the benchmarks time MNIST-sized MLPs on flat rows."""
 """The preset of the uncertain-weights paper (`experiments.presets`): 1 hidden layer of 400 units,
 40 latents, batch 20, k = 25."""
 
@@ -395,7 +397,7 @@ class BenchmarkConfig:
 
 
 def synthetic_dataset(
-    num_examples: int, batch_size: int, seed: int, data_size: int = pipeline.NUM_PIXELS
+    num_examples: int, batch_size: int, seed: int, data_size: int = PIXELS
 ) -> tf.data.Dataset:
     """Random intensities, cached in memory, shuffled and dynamically binarized in the graph.
 
@@ -431,9 +433,8 @@ def make_benchmark_model(config: BenchmarkConfig) -> ImportanceWeightedAutoencod
         num_importance_samples=config.k,
         latent_sizes=config.latent_sizes,
         hidden_sizes=config.hidden_sizes,
-        output_bias=networks.output_bias_from_mean(0.5),
     )
-    model(tf.zeros([1, pipeline.NUM_PIXELS]))
+    model(tf.zeros([1, PIXELS]))
     model.compile(
         optimizer=schedules.make_optimizer(1e-3),
         jit_compile=config.resolved_jit_compile(),
@@ -738,9 +739,9 @@ def time_evaluation(
     """
     keras.utils.set_random_seed(seed)
     model = build_model("iwae", num_importance_samples=5)
-    images = np.random.default_rng(seed).random((num_examples, pipeline.NUM_PIXELS)) < 0.2
+    images = np.random.default_rng(seed).random((num_examples, PIXELS)) < 0.2
     dataset = tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(100).cache()
-    model(tf.zeros([1, pipeline.NUM_PIXELS]))
+    model(tf.zeros([1, PIXELS]))
     times: dict[bool, list[float]] = {True: [], False: []}
     for repeat in range(repeats + 1):
         for jit_compile in (True, False):

@@ -95,9 +95,10 @@ def plot_learning_curves(histories: Mapping[str, str], path: str, train_curves: 
 
 
 def save_image_grid(images: np.ndarray, path: str, columns: int, title: str) -> str:
-    """Saves [n, 784] intensities in [0, 1] as a grey-scale grid PNG (black = 1)."""
-    grid = image_grid(images, columns)
-    fig = Figure(figsize=(0.4 * columns + 0.5, 0.4 * grid.shape[0] / 29 + 0.8))
+    """Saves intensities in [0, 1] ([n, H, W, C] or square rows) as a grid PNG (grey: black = 1)."""
+    grid = np.clip(image_grid(images, columns), 0.0, 1.0)
+    width = 0.4 * columns + 0.5
+    fig = Figure(figsize=(width, (width - 0.5) * grid.shape[0] / grid.shape[1] + 0.8))
     ax = fig.add_subplot()
     ax.imshow(grid, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_axis_off()
@@ -108,7 +109,7 @@ def save_image_grid(images: np.ndarray, path: str, columns: int, title: str) -> 
 def prior_samples(
     model: ImportanceWeightedAutoencoder, num_samples: int, seed: int = 0
 ) -> np.ndarray:
-    """Pixel means of ancestral samples from the generative model (`model.sample_images`).
+    """Means of p(x | h_1) for ancestral samples of the generative model (`sample_images`).
 
     Args:
       model: A trained model.
@@ -116,13 +117,13 @@ def prior_samples(
       seed: Seed of the draws (the same images as the SavedModel's `sample` for this seed).
 
     Returns:
-      [num_samples, pixels] intensities in [0, 1].
+      [num_samples, *data_shape] intensities in [0, 1].
     """
-    return model.sample_images(num_samples, seed).probs.numpy()
+    return model.sample_images(num_samples, seed).mean.numpy()
 
 
 def reconstructions(model: ImportanceWeightedAutoencoder, x: np.ndarray | tf.Tensor) -> np.ndarray:
-    """Pixel means of p(x | h_1 = E_q[h_1 | x]) for a batch of binary images [batch, pixels].
+    """Means of p(x | h_1 = E_q[h_1 | x]) for a batch of images [batch, *data_shape].
 
     No draw: both networks use their posterior-mean weights.
     """

@@ -292,15 +292,25 @@ def analyse_run(
     result = dict(cached, eval_k=eval_k, train_eval_split=train_eval_split)
     result.setdefault("active_units", None)
     if need_nll:
+        # Binarized once like the test set: for a statically binarized run this is a fresh
+        # draw of the training images, not the one it trained on.
         train_ds = data.eval_dataset(
-            config.dataset, train_eval_split, config.eval_batch_size, data_dir=config.data_dir
+            config.dataset,
+            train_eval_split,
+            config.eval_batch_size,
+            data_dir=config.data_dir,
+            binarization=config.binarization,
         )
         estimates = evaluation.estimate_log_likelihood(
             model, train_ds, num_samples=eval_k, seed=config.seed
         )
         result.update(train_nll=estimates.nll, train_nll_stderr=estimates.nll_stderr)
     test_ds = data.eval_dataset(
-        config.dataset, config.test_split, config.eval_batch_size, data_dir=config.data_dir
+        config.dataset,
+        config.test_split,
+        config.eval_batch_size,
+        data_dir=config.data_dir,
+        binarization=config.binarization,
     )
     if need_active:
         units = active_units_fn(model, test_ds, threshold=ACTIVE_UNITS_THRESHOLD)
