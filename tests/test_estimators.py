@@ -309,3 +309,27 @@ def test_every_other_combination_builds_with_two_layers(objective, name):
     )
     assert surrogate.encoder.shape == surrogate.decoder.shape == [2]
     assert np.all(np.isfinite(surrogate.encoder)) and np.all(np.isfinite(surrogate.decoder))
+
+
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+@pytest.mark.parametrize("objective", ["iwae", "piwae", "rws"])
+def test_conv_gaussian_models_take_every_estimator_with_two_layers(objective, name):
+    # The conv stack sits below q(h_1 | x) and above p(x | h_1); the score term's recomputed
+    # Gaussians (q(h_2 | stop h_1)) live in the MLP blocks above it, so every estimator applies.
+    if objective == "rws" and name == "stl":
+        return  # Refused (test_refused_combinations_say_why).
+    objective = Objective(objective, num_groups=5 if objective == "piwae" else 1)
+    model = build_model(
+        "iwaeu", K, latent_sizes=(3, 2), hidden_sizes=((8,), (8,)), data_shape=(6, 4, 2),
+        conv_filters=(3,), likelihood="gaussian", uncertain_layer_kind="flipout",
+        estimator=name, objective=objective,
+    )  # fmt: skip
+    x = tf.constant(np.random.default_rng(0).random((2, 6, 4, 2)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        surrogate = estimators.surrogates(parts_of(model, x, rng.from_int(0)), objective, name)
+        encoder_loss, decoder_loss = (-tf.reduce_sum(s) for s in surrogate)
+    assert np.all(np.isfinite(surrogate.encoder)) and np.all(np.isfinite(surrogate.decoder))
+    for loss, network in ((encoder_loss, model.encoder), (decoder_loss, model.decoder)):
+        grads = tape.gradient(loss, network.trainable_variables)
+        assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
+        assert any("conv" in v.name for v in network.trainable_variables)
