@@ -223,7 +223,7 @@ class TrainConfig:
         if self.architecture == "conv" and (spec.uncertain_encoder or spec.uncertain_decoder):
             layers.check_conv_kind(self.uncertain_layer_kind)
 
-    def conv_filters_or_none(self) -> tuple[int, ...]:
+    def network_conv_filters(self) -> tuple[int, ...]:
         """The conv stack's filters, or () for the MLP architecture."""
         return self.conv_filters if self.architecture == "conv" else ()
 

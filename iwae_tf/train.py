@@ -109,7 +109,7 @@ def make_model(
         data_shape=mean_image.shape,
         output_bias=likelihood.output_bias(mean_image),
         likelihood=likelihood,
-        conv_filters=config.conv_filters_or_none(),
+        conv_filters=config.network_conv_filters(),
         uncertain_layer_kind=config.uncertain_layer_kind,
         init_scale=config.init_scale,
         kl_weight=config.kl_weight,
@@ -181,13 +181,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         start_step=data_position.step,
         binarization=config.binarization,
     )
-    test_ds = data.eval_dataset(
-        config.dataset,
-        config.test_split,
-        config.eval_batch_size,
-        data_dir=config.data_dir,
-        binarization=config.binarization,
-    )
+    test_ds = eval_data(config, config.test_split)
     if config.strategy == "multi_worker":
         train_ds, test_ds = (_shard_by_data(ds) for ds in (train_ds, test_ds))
     with strategy.scope():
@@ -269,6 +263,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         train_seconds,
     )
     return metrics
+
+
+def eval_data(config: TrainConfig, split: str, batch_size: int | None = None) -> tf.data.Dataset:
+    """A split of the run's dataset as evaluation sees it: `data.eval_dataset` with the run's
+    data_dir and binarization (binarized once with the fixed seed, or intensities for none)."""
+    return data.eval_dataset(
+        config.dataset,
+        split,
+        batch_size or config.eval_batch_size,
+        data_dir=config.data_dir,
+        binarization=config.binarization,
+    )
 
 
 def layer_types(variant: str, uncertain_layer_kind: str) -> dict[str, str]:

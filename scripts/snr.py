@@ -41,13 +41,7 @@ def main(argv: list[str]) -> None:
     try:
         ks = [int(k) for k in f.ks]
         config, model = train.load_run(f.run_dir)
-        batch = data.eval_dataset(
-            config.dataset,
-            config.test_split,
-            f.num_examples,
-            data_dir=config.data_dir,
-            binarization=config.binarization,
-        )
+        batch = train.eval_data(config, config.test_split, f.num_examples)
         x = next(iter(batch))
         rows = snr.snr_table(
             model, x, ks, f.estimators, bounds.Objective(f.objective), f.num_draws, f.seed

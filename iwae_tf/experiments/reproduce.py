@@ -41,7 +41,7 @@ from typing import Any
 
 from absl import logging
 
-from iwae_tf import data, evaluation, schedules, train
+from iwae_tf import evaluation, schedules, train
 from iwae_tf.config import TrainConfig
 from iwae_tf.experiments import presets
 from iwae_tf.model import VARIANTS
@@ -294,24 +294,12 @@ def analyse_run(
     if need_nll:
         # Binarized once like the test set: for a statically binarized run this is a fresh
         # draw of the training images, not the one it trained on.
-        train_ds = data.eval_dataset(
-            config.dataset,
-            train_eval_split,
-            config.eval_batch_size,
-            data_dir=config.data_dir,
-            binarization=config.binarization,
-        )
+        train_ds = train.eval_data(config, train_eval_split)
         estimates = evaluation.estimate_log_likelihood(
             model, train_ds, num_samples=eval_k, seed=config.seed
         )
         result.update(train_nll=estimates.nll, train_nll_stderr=estimates.nll_stderr)
-    test_ds = data.eval_dataset(
-        config.dataset,
-        config.test_split,
-        config.eval_batch_size,
-        data_dir=config.data_dir,
-        binarization=config.binarization,
-    )
+    test_ds = train.eval_data(config, config.test_split)
     if need_active:
         units = active_units_fn(model, test_ds, threshold=ACTIVE_UNITS_THRESHOLD)
         # evaluation.active_units returns an ActiveUnits whose .counts are per layer; a plain
