@@ -49,6 +49,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -223,53 +224,91 @@ def _compiled_statistics(
     max_rows: int,
     group_size: int | None,
 ) -> LogWeightStatistics:
-    """`log_weight_statistics` for a Python-int K, with static shapes and each block under XLA.
+    """`log_weight_statistics` for a Python-int K: the whole batch in one XLA program.
 
     The last block is padded with zero rows, whose statistics are dropped; within a block,
     chunk j draws c samples with fold_in(fold_in(seed, b), j) and keeps the first
-    min(c, K - j c) of them.
+    min(c, K - j c) of them. The program is cached per model and settings
+    (`_statistics_program`), so batches of one shape compile once.
     """
     block, chunk, num_chunks = compiled_chunk_sizes(num_samples, max_rows, group_size)
-    group = group_size or 1
-    num_examples = tf.shape(x)[0]
-    num_blocks = (num_examples + block - 1) // block
-    padding = [[0, num_blocks * block - num_examples]] + [[0, 0]] * (x.shape.rank - 1)
-    blocks = tf.reshape(tf.pad(x, padding), [num_blocks, block, *x.shape[1:]])
-
-    @tf.function(jit_compile=True)
-    def block_statistics(rows: tf.Tensor, block_seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        def body(j: tf.Tensor, log_sum: tf.Tensor, total: tf.Tensor, group_sum: tf.Tensor):
-            log_weights = model.log_weights(rows, chunk, rng.fold_in(block_seed, j))
-            kept = tf.clip_by_value(num_samples - j * chunk, 0, chunk)
-            in_chunk = tf.range(chunk)[:, tf.newaxis] < kept
-            chunk_log_sum = tf.reduce_logsumexp(tf.where(in_chunk, log_weights, -np.inf), axis=0)
-            log_sum = tf.reduce_logsumexp(tf.stack([log_sum, chunk_log_sum]), axis=0)
-            total += tf.reduce_sum(tf.where(in_chunk, log_weights, 0.0), axis=0)
-            if group_size:
-                grouped = tf.reshape(log_weights, [chunk // group, group, block])
-                whole = (tf.range(chunk // group) + 1) * group <= kept
-                bound = bounds.log_mean_exp(grouped, axis=1)
-                group_sum += tf.reduce_sum(tf.where(whole[:, tf.newaxis], bound, 0.0), axis=0)
-            return j + 1, log_sum, total, group_sum
-
-        zeros = tf.zeros([block], x.dtype)
-        start = (tf.constant(0), tf.fill([block], tf.constant(-np.inf, x.dtype)), zeros, zeros)
-        _, log_sum, total, group_sum = tf.while_loop(
-            lambda j, *_: j < num_chunks, body, start, parallel_iterations=1
-        )
-        return log_sum, total, group_sum
-
-    def over_blocks(b: tf.Tensor, *arrays: tf.TensorArray) -> tuple[Any, ...]:
-        outputs = block_statistics(blocks[b], rng.fold_in(seed, b))
-        return (b + 1, *(a.write(b, o) for a, o in zip(arrays, outputs, strict=True)))
-
-    arrays = tuple(tf.TensorArray(x.dtype, size=num_blocks) for _ in range(3))
-    _, *arrays = tf.while_loop(
-        lambda b, *_: b < num_blocks, over_blocks, (tf.constant(0), *arrays), parallel_iterations=1
+    log_sum, total, group_sum = _statistics_program(model, num_samples, max_rows, group_size)(
+        x, seed
     )
-    log_sum, total, group_sum = (a.concat()[:num_examples] for a in arrays)
+    group = group_size or 1
     groups = (num_samples // chunk) * (chunk // group) + (num_samples % chunk) // group
     return LogWeightStatistics(log_sum, total, group_sum, tf.constant(groups if group_size else 0))
+
+
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per model, the XLA programs of `_compiled_statistics` by (K, max_rows, group size)."""
+
+
+def _statistics_program(
+    model: ImportanceWeightedAutoencoder, num_samples: int, max_rows: int, group_size: int | None
+) -> Any:
+    """The jit-compiled function (x, seed) -> (log_sum, total, group_sum) of these settings.
+
+    Kept for the model's lifetime: a fresh `tf.function` per call would trace and compile
+    again (seconds) for every batch or every call of `estimate_log_likelihood`.
+    """
+    programs = _PROGRAMS.setdefault(model, {})
+    key = (num_samples, max_rows, group_size)
+    if key not in programs:
+        block, chunk, num_chunks = compiled_chunk_sizes(num_samples, max_rows, group_size)
+        group = group_size or 1
+
+        def block_statistics(rows: tf.Tensor, block_seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            def body(j: tf.Tensor, log_sum: tf.Tensor, total: tf.Tensor, group_sum: tf.Tensor):
+                log_weights = model.log_weights(rows, chunk, rng.fold_in(block_seed, j))
+                kept = tf.clip_by_value(num_samples - j * chunk, 0, chunk)
+                in_chunk = tf.range(chunk)[:, tf.newaxis] < kept
+                chunk_log_sum = tf.reduce_logsumexp(
+                    tf.where(in_chunk, log_weights, -np.inf), axis=0
+                )
+                log_sum = tf.reduce_logsumexp(tf.stack([log_sum, chunk_log_sum]), axis=0)
+                total += tf.reduce_sum(tf.where(in_chunk, log_weights, 0.0), axis=0)
+                if group_size:
+                    grouped = tf.reshape(log_weights, [chunk // group, group, block])
+                    whole = (tf.range(chunk // group) + 1) * group <= kept
+                    bound = bounds.log_mean_exp(grouped, axis=1)
+                    group_sum += tf.reduce_sum(tf.where(whole[:, tf.newaxis], bound, 0.0), axis=0)
+                return j + 1, log_sum, total, group_sum
+
+            zeros = tf.zeros([block], rows.dtype)
+            start = (
+                tf.constant(0),
+                tf.fill([block], tf.constant(-np.inf, rows.dtype)),
+                zeros,
+                zeros,
+            )
+            _, log_sum, total, group_sum = tf.while_loop(
+                lambda j, *_: j < num_chunks, body, start, parallel_iterations=1
+            )
+            return log_sum, total, group_sum
+
+        @tf.function(jit_compile=True)
+        def program(x: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            num_examples = tf.shape(x)[0]
+            num_blocks = (num_examples + block - 1) // block
+            padding = [[0, num_blocks * block - num_examples]] + [[0, 0]] * (x.shape.rank - 1)
+            blocks = tf.reshape(tf.pad(x, padding), [num_blocks, block, *x.shape[1:]])
+
+            def over_blocks(b: tf.Tensor, *arrays: tf.TensorArray) -> tuple[Any, ...]:
+                outputs = block_statistics(blocks[b], rng.fold_in(seed, b))
+                return (b + 1, *(a.write(b, o) for a, o in zip(arrays, outputs, strict=True)))
+
+            arrays = tuple(tf.TensorArray(x.dtype, size=num_blocks) for _ in range(3))
+            _, *arrays = tf.while_loop(
+                lambda b, *_: b < num_blocks,
+                over_blocks,
+                (tf.constant(0), *arrays),
+                parallel_iterations=1,
+            )
+            return tuple(a.concat()[:num_examples] for a in arrays)
+
+        programs[key] = program
+    return programs[key]
 
 
 def log_weight_statistics(
@@ -359,6 +398,32 @@ def score(
     return stats.log_sum_exp - tf.math.log(num), stats.sum / num
 
 
+def _padded_compiled_statistics(
+    model: ImportanceWeightedAutoencoder,
+    x: tf.Tensor,
+    num_samples: int,
+    seed: tf.Tensor,
+    max_rows: int,
+    group_size: int | None,
+    batch_size: int | None,
+) -> LogWeightStatistics:
+    """`_compiled_statistics` of a batch zero-padded to `batch_size` examples, then cut back.
+
+    A short last batch would otherwise compile a second program; padding at the end changes
+    no draw of the real examples, whose blocks and chunks keep their indices.
+    """
+    num_examples = int(x.shape[0])
+    if batch_size and num_examples < batch_size:
+        padding = [[0, batch_size - num_examples]] + [[0, 0]] * (x.shape.rank - 1)
+        x = tf.pad(x, padding)
+    stats = _compiled_statistics(model, x, num_samples, seed, max_rows, group_size)
+    return stats._replace(
+        log_sum_exp=stats.log_sum_exp[:num_examples],
+        sum=stats.sum[:num_examples],
+        group_bound_sum=stats.group_bound_sum[:num_examples],
+    )
+
+
 def _batches(dataset: tf.data.Dataset) -> Any:
     for batch in dataset:
         x = batch[0] if isinstance(batch, tuple | list) else batch
@@ -401,13 +466,18 @@ def estimate_log_likelihood(
     @tf.function(reduce_retracing=True)
     def batch_stats(x: tf.Tensor, index: tf.Tensor) -> LogWeightStatistics:
         batch_seed = rng.fold_in(base_seed, index)
-        return log_weight_statistics(
-            model, x, num_samples, batch_seed, max_rows, group_size, jit_compile
-        )
+        return log_weight_statistics(model, x, num_samples, batch_seed, max_rows, group_size)
 
     log_px, elbo, bound_k = [], [], []
+    batch_size = None
     for i, x in enumerate(_batches(dataset)):
-        stats = batch_stats(x, tf.constant(i))
+        if jit_compile:
+            stats = _padded_compiled_statistics(
+                model, x, num_samples, rng.fold_in(base_seed, i), max_rows, group_size, batch_size
+            )
+            batch_size = batch_size or int(x.shape[0])
+        else:
+            stats = batch_stats(x, tf.constant(i))
         log_px.append(stats.log_sum_exp.numpy() - math.log(num_samples))
         elbo.append(stats.sum.numpy() / num_samples)
         groups = int(stats.num_groups)
