@@ -32,7 +32,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -94,7 +94,7 @@ class Likelihood(NamedTuple):
         if self.name == "bernoulli":
             logits = _flatten(outputs, event_ndims)
             # One softplus per logit (TFP's Bernoulli.log_prob computes two).
-            return tf.reduce_sum(x * logits - tf.nn.softplus(logits), axis=-1)
+            return tf.reduce_sum(x * logits - softplus(logits), axis=-1)
         mean_logits, scale_logits = (_flatten(t, event_ndims) for t in self.split(outputs))
         log_std = self._log_std(scale_logits)
         z = (x - tf.sigmoid(mean_logits)) * tf.exp(-log_std)
@@ -141,6 +141,24 @@ class Likelihood(NamedTuple):
             raise ValueError(f"unknown likelihood {self.name!r}; expected one of {LIKELIHOODS}")
         if not (math.isfinite(self.min_std) and 0.0 < self.min_std < 1.0):
             raise ValueError(f"min_std must be in (0, 1), got {self.min_std}")
+
+
+@tf.custom_gradient
+def softplus(logits: tf.Tensor) -> tuple[tf.Tensor, Any]:
+    """softplus(l) = log(1 + e^l) = max(l, 0) + log(1 + e^-|l|), with gradient sigmoid(l).
+
+    Written out rather than `tf.nn.softplus`: XLA on CPU fuses these elementwise ops into
+    the likelihood's sum about 10% faster (BENCHMARKS.md, "Evaluation"). log(1 + u) rather than
+    log1p(u) for u = e^-|l| in (0, 1]: its absolute error is below 6e-8 nats per pixel, and
+    log1p is the slowest op of the three. The gradient is given, since max and |.| have
+    none at l = 0.
+    """
+
+    def gradient(upstream: tf.Tensor) -> tf.Tensor:
+        return upstream * tf.sigmoid(logits)
+
+    value = tf.maximum(logits, 0.0) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
+    return value, gradient
 
 
 def _flatten(t: tf.Tensor, event_ndims: int) -> tf.Tensor:

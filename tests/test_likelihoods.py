@@ -31,6 +31,40 @@ def test_bernoulli_log_prob_sums_over_the_image_axes():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+LOGITS = np.array(
+    [-100.0, -88.0, -30.0, -17.0, -5.0, -1.0, -1e-7, 0.0, 1e-7, 0.5, 3.0, 16.0, 30.0, 88.0, 100.0]
+)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_softplus_matches_float64_and_has_the_sigmoid_gradient_everywhere(jit_compile):
+    logits = tf.constant(LOGITS, tf.float32)
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradient(logits):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            value = likelihoods.softplus(logits)
+        return value, tape.gradient(value, logits)
+
+    value, gradient = value_and_gradient(logits)
+    exact = np.logaddexp(0.0, LOGITS.astype(np.float32).astype(np.float64))
+    # Absolute error within float32 rounding of the value (|l| ulp) plus the stated 6e-8.
+    np.testing.assert_array_less(np.abs(value.numpy() - exact), 6e-8 + 1e-7 * np.abs(exact))
+    np.testing.assert_allclose(gradient.numpy(), special.expit(LOGITS), rtol=1e-6, atol=1e-30)
+    assert gradient.numpy()[LOGITS == 0.0] == 0.5
+
+
+def test_softplus_without_its_gradient_would_be_wrong_at_zero():
+    # Negative control: autodiff through max(l, 0) + log(1 + e^-|l|) itself gives 1, not
+    # sigmoid(0) = 0.5, which is why the function defines its gradient.
+    logit = tf.constant(0.0)
+    with tf.GradientTape() as tape:
+        tape.watch(logit)
+        value = tf.maximum(logit, 0.0) + tf.math.log(1.0 + tf.exp(-tf.abs(logit)))
+    assert float(tape.gradient(value, logit)) != 0.5
+
+
 def test_gaussian_log_prob_matches_float64_and_splits_mean_from_scale():
     gen = np.random.default_rng(1)
     outputs = gen.normal(scale=2.0, size=(3, 4, 4, 2 * 3))  # C = 3 channels, P = 2.
