@@ -49,7 +49,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -60,13 +59,14 @@ from iwae_tf import bounds, rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
 
 COMPILED_ROWS_PER_CALL = 5_000
-"""Rows per model call of the XLA-compiled path. A probe of 500 to 5000 rows per call on the
-784-200-200-50 net (BENCHMARKS.md, "Evaluation") found 5000 as fast as any, and it keeps the
+"""Rows per model call of the XLA-compiled path at most. A probe of 500 to 5000 rows per call on
+the 784-200-200-50 net (BENCHMARKS.md, "Evaluation") found 5000 as fast as any, and it keeps the
 [rows, 784] logits at 16 MB."""
 
-DEFAULT_MAX_ROWS = 50_000
-"""Default bound on (sample, example) rows per model call; what it costs in memory and time
-at K = 5000 is in BENCHMARKS.md ("Evaluation")."""
+DEFAULT_MAX_ROWS = 5_000
+"""Default bound on (sample, example) rows per model call. Without XLA (the exported `score`),
+5,000 rows ran 1.7 times faster than 50,000, whose [rows, 784] temporaries of 157 MB each
+leave the cache (BENCHMARKS.md, "Evaluation"); 2,000 and 10,000 were no faster."""
 
 ACTIVE_UNIT_THRESHOLD = 1e-2
 """Burda et al.'s threshold on Cov_x(E_q[h_u]) above which a unit counts as active."""
@@ -240,8 +240,18 @@ def _compiled_statistics(
     return LogWeightStatistics(log_sum, total, group_sum, tf.constant(groups if group_size else 0))
 
 
-_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""Per model, the XLA programs of `_compiled_statistics` by (K, max_rows, group size)."""
+_PROGRAMS_ATTRIBUTE = "_iwae_tf_evaluation_programs"
+
+
+def _programs(model: ImportanceWeightedAutoencoder) -> dict[Any, Any]:
+    """The model's cache of compiled evaluation programs, created on first use.
+
+    Kept on the model, untracked by Keras (`object.__setattr__`), so it lives and dies with
+    the model: a module-level map would keep every model alive through the programs' closures.
+    """
+    if not hasattr(model, _PROGRAMS_ATTRIBUTE):
+        object.__setattr__(model, _PROGRAMS_ATTRIBUTE, {})
+    return getattr(model, _PROGRAMS_ATTRIBUTE)
 
 
 def _statistics_program(
@@ -252,7 +262,7 @@ def _statistics_program(
     Kept for the model's lifetime: a fresh `tf.function` per call would trace and compile
     again (seconds) for every batch or every call of `estimate_log_likelihood`.
     """
-    programs = _PROGRAMS.setdefault(model, {})
+    programs = _programs(model)
     key = (num_samples, max_rows, group_size)
     if key not in programs:
         block, chunk, num_chunks = compiled_chunk_sizes(num_samples, max_rows, group_size)

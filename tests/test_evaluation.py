@@ -193,6 +193,17 @@ def test_compiled_statistics_match_recomputation(model, x, num_samples, max_rows
         np.testing.assert_allclose(stats.group_bound_sum.numpy(), group_sum, rtol=1e-5)
 
 
+def test_score_is_the_same_for_an_int_and_a_tensor_k_and_any_batch_split(model, x):
+    seed = rng.from_int(4)
+    as_int = evaluation.score(model, x, 37, seed, max_rows=64)
+    as_tensor = evaluation.score(model, x, tf.constant(37), seed, max_rows=64)
+    # K = 37 fills a chunk, so blocks hold one example: cutting the batch changes no draw.
+    first_three = evaluation.score(model, x[:3], 37, seed, max_rows=64)
+    for a, b in zip(as_int, as_tensor, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(first_three[0], as_int[0][:3], rtol=1e-6)
+
+
 def test_compiled_and_uncompiled_estimates_agree_up_to_monte_carlo_error(model):
     xs = tf.constant(np.random.default_rng(4).random((50, PIXELS)) < 0.4, tf.float32)
     ds = tf.data.Dataset.from_tensor_slices(xs).batch(25)
