@@ -17,6 +17,7 @@ import tf_keras as keras
 
 from iwae_tf import bounds, rng
 from iwae_tf.experiments import benchmarking as B
+from iwae_tf.experiments import evaluation_benchmark as EB
 from iwae_tf.model import VARIANTS, build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -315,3 +316,58 @@ def test_script_writes_the_report(tmp_path):
     assert report["machine"]["logical_cores"] >= 1
     assert "| vae | b100_k5 | 100 | 5 | on |" in done.stdout
     assert "IWAEU" not in done.stdout  # Only one variant: no ratio to print.
+
+
+@pytest.mark.parametrize("mode", EB.MODES)
+def test_evaluation_benchmark_reports_consistent_figures(mode):
+    config = EB.EvaluationBenchmarkConfig(
+        "iwae_1l", mode, num_examples=30, num_samples=10, passes=2, batch_size=20
+    )
+    result = EB.run_evaluation_benchmark(config)
+    assert len(result["pass_seconds"]) == 2
+    assert result["warm_seconds"] == result["pass_seconds"][1]
+    assert result["first_pass_seconds"] == result["pass_seconds"][0]
+    assert result["rows_per_second"] == pytest.approx(300 / result["warm_seconds"])
+    # Forward matmuls by hand: the decoder 50-200-200-784 on N K rows, the encoder
+    # 784-200-200-(2 x 50) once per example.
+    decoder = 2 * 300 * (50 * 200 + 200 * 200 + 200 * 784)
+    encoder = 2 * 30 * (784 * 200 + 200 * 200 + 200 * 100)
+    assert result["forward_flops"] == decoder + encoder
+    assert result["gflops"] == pytest.approx(result["forward_flops"] / result["warm_seconds"] / 1e9)
+    assert tuple(result["matmul_eval"]["shape"]) == EB.EVAL_MATMUL_SHAPE
+    assert result["fraction_of_eval_matmul_rate"] == pytest.approx(
+        result["gflops"] / result["matmul_eval"]["gflops"]
+    )
+    # The same draws in both passes: the same program on the same inputs.
+    assert result["nll"][0] == result["nll"][1] and np.isfinite(result["nll"][0])
+    assert result["peak_rss_mib"] >= result["rss_before_model_mib"] > 0
+    json.dumps(result)
+
+
+def test_evaluation_benchmark_refuses_unknown_settings():
+    with pytest.raises(ValueError, match="model must be one of"):
+        EB.EvaluationBenchmarkConfig("iwae_3l")
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        EB.EvaluationBenchmarkConfig(num_samples=0)
+
+
+def test_evaluation_script_writes_the_report(tmp_path):
+    output = tmp_path / "eval.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "scripts", "benchmark_evaluation.py"),
+            "--models=iwae_1l",
+            "--modes=library,exported",
+            "--num_examples=20",
+            "--k=5",
+            f"--output={output}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert [r["config"]["mode"] for r in report["results"]] == ["library", "exported"]
+    assert "| iwae_1l | exported | 20 x 5 |" in done.stdout

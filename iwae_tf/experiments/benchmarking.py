@@ -53,8 +53,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from iwae_tf import evaluation, rng, schedules
 from iwae_tf import layers as dense_layers
+from iwae_tf import rng, schedules
 from iwae_tf.experiments import presets
 from iwae_tf.model import ImportanceWeightedAutoencoder, build_model
 
@@ -70,11 +70,11 @@ PAPER_ARCHITECTURE: dict[str, Any] = {"latent_sizes": (50,), "hidden_sizes": ((2
 """Burda et al.'s 1-stochastic-layer networks, 784-200-200-50 (the package default)."""
 
 SEED_PRESET = "iwaeu_seed_mnist"
+"""The preset of the uncertain-weights paper (`experiments.presets`): 1 hidden layer of 400 units,
+40 latents, batch 20, k = 25."""
 
 PIXELS = 784
 """Pixels per synthetic image: the benchmarks time MNIST-sized MLPs on flat rows."""
-"""The preset of the uncertain-weights paper (`experiments.presets`): 1 hidden layer of 400 units,
-40 latents, batch 20, k = 25."""
 
 
 class Size(NamedTuple):
@@ -716,49 +716,3 @@ def _main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _main(sys.argv)
-
-
-def time_evaluation(
-    num_examples: int = 200,
-    num_samples: int = 5000,
-    repeats: int = 3,
-    max_rows: int = evaluation.DEFAULT_MAX_ROWS,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Times `evaluation.estimate_log_likelihood` with and without XLA, alternating.
-
-    The model is Burda et al.'s 1-layer IWAE (784-200-200-50) at a seeded initialization, and
-    the images are seeded random binary ones in batches of 100: the arithmetic of a real
-    evaluation, whose speed does not depend on the trained weights. One untimed pass per mode
-    first (tracing and compilation); then `repeats` timed passes of each, interleaved, so that
-    the ratio is taken under the same load.
-
-    Returns:
-      {"compiled_seconds": [...], "plain_seconds": [...], medians, their ratio, and the
-      decoder rows per second of the compiled path}.
-    """
-    keras.utils.set_random_seed(seed)
-    model = build_model("iwae", num_importance_samples=5)
-    images = np.random.default_rng(seed).random((num_examples, PIXELS)) < 0.2
-    dataset = tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(100).cache()
-    model(tf.zeros([1, PIXELS]))
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for repeat in range(repeats + 1):
-        for jit_compile in (True, False):
-            start = time.perf_counter()
-            evaluation.estimate_log_likelihood(
-                model, dataset, num_samples, max_rows, jit_compile=jit_compile
-            )
-            if repeat:  # The first pass of each mode traces and compiles.
-                times[jit_compile].append(time.perf_counter() - start)
-    compiled, plain = (float(np.median(times[j])) for j in (True, False))
-    return {
-        "num_examples": num_examples,
-        "num_samples": num_samples,
-        "compiled_seconds": times[True],
-        "plain_seconds": times[False],
-        "compiled_median": compiled,
-        "plain_median": plain,
-        "speedup": plain / compiled,
-        "compiled_rows_per_second": num_examples * num_samples / compiled,
-    }
