@@ -231,7 +231,7 @@ def _compiled_statistics(
     min(c, K - j c) of them. The program is cached per model and settings
     (`_statistics_program`), so batches of one shape compile once.
     """
-    block, chunk, num_chunks = compiled_chunk_sizes(num_samples, max_rows, group_size)
+    _, chunk, _ = compiled_chunk_sizes(num_samples, max_rows, group_size)
     log_sum, total, group_sum = _statistics_program(model, num_samples, max_rows, group_size)(
         x, seed
     )
@@ -344,7 +344,7 @@ def log_weight_statistics(
       seed: int32/int64 [2] stateless seed.
       max_rows: Bound on rows per model call; this, not K or N, sets the memory used.
       group_size: If set, also accumulate L_k over disjoint groups of k = group_size samples.
-      jit_compile: With a Python-int K, compile each block with XLA, in static shapes
+      jit_compile: With a Python-int K, compile the batch as one XLA program, in static shapes
         (`compiled_chunk_sizes`): the same estimator, with other block and chunk sizes and
         so other draws.
 
