@@ -551,15 +551,22 @@ def run_isolated(config: BenchmarkConfig, timeout: float = 1800.0) -> dict[str, 
     Raises:
       RuntimeError: If the child fails; the message holds the end of its stderr.
     """
+    what = f"benchmark of {config.variant} at {config.size}"
+    return run_module("iwae_tf.experiments.benchmarking", config.to_json(), what, timeout)
+
+
+def run_module(module: str, argument: str, what: str, timeout: float) -> dict[str, Any]:
+    """Runs `python -m module argument` and returns the JSON object on its last stdout line.
+
+    Raises:
+      RuntimeError: If the child fails, naming `what`; the message holds the end of its stderr.
+    """
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = [sys.executable, "-m", "iwae_tf.experiments.benchmarking", config.to_json()]
+    command = [sys.executable, "-m", module, argument]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(
-            f"benchmark of {config.variant} at {config.size} failed "
-            f"(exit {done.returncode}):\n{done.stderr[-3000:]}"
-        )
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

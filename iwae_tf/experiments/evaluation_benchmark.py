@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -196,17 +195,10 @@ def run_isolated(config: EvaluationBenchmarkConfig, timeout: float = 3600.0) -> 
     Raises:
       RuntimeError: If the child fails; the message holds the end of its stderr.
     """
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    module = "iwae_tf.experiments.evaluation_benchmark"
-    command = [sys.executable, "-m", module, config.to_json()]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"evaluation benchmark of {config.model} ({config.mode}) failed "
-            f"(exit {done.returncode}):\n{done.stderr[-3000:]}"
-        )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    what = f"evaluation benchmark of {config.model} ({config.mode})"
+    return benchmarking.run_module(
+        "iwae_tf.experiments.evaluation_benchmark", config.to_json(), what, timeout
+    )
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
