@@ -7,6 +7,9 @@ by each script before TensorFlow is imported, silences them, and absl's INFO lin
 libraries, unless absl's own `--verbosity` (`-v`) flag asks for 1 or more. Python errors and
 warnings logged at WARNING or above still show; scripts print their own progress.
 
+Errors end a script with one line, `SCRIPT: error: MESSAGE`, and exit status 1 (`fail`): the
+first line of the exception's message, never a traceback.
+
 This module imports nothing heavy, so it can run before TensorFlow is loaded.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import typing
 import warnings
 from collections.abc import Sequence
 
@@ -91,3 +95,18 @@ def _import_tensorflow_without_stderr() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def error_line(error: BaseException) -> str:
+    """The one line that names `error`: an in-graph assertion's message for TensorFlow's
+    InvalidArgumentError, else the first non-empty line of the message."""
+    text = str(getattr(error, "message", None) or error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    assertions = [line for line in lines if "assertion failed" in line]
+    return (assertions or lines or [type(error).__name__])[0]
+
+
+def fail(error: BaseException) -> typing.NoReturn:
+    """Exits with status 1 and `SCRIPT: error: <error_line(error)>` on stderr."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "iwae_tf"
+    sys.exit(f"{script}: error: {error_line(error)}")

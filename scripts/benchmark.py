@@ -10,7 +10,6 @@ real `model.fit` path, prints a Markdown table and writes the full report as JSO
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 
@@ -20,6 +19,7 @@ logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
 from absl import app, flags, logging  # noqa: E402
 
+from iwae_tf import files  # noqa: E402
 from iwae_tf.experiments import benchmarking  # noqa: E402
 from iwae_tf.model import VARIANTS  # noqa: E402
 
@@ -48,6 +48,11 @@ flags.DEFINE_string("output", None, "Where the JSON report goes (default: none).
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if flags.FLAGS.output:
+        try:
+            files.check_writable(flags.FLAGS.output, "--output")
+        except OSError as e:
+            logs.fail(e)
     jit_compile = {"auto": None, "on": True, "off": False}[flags.FLAGS.jit_compile]
     configs = [
         benchmarking.BenchmarkConfig.for_size(
@@ -69,8 +74,7 @@ def main(argv: list[str]) -> None:
     )
     print(benchmarking.format_report(report))
     if flags.FLAGS.output:
-        with open(flags.FLAGS.output, "w") as f:
-            json.dump(report, f, indent=2)
+        files.write_json(flags.FLAGS.output, report)
 
 
 if __name__ == "__main__":

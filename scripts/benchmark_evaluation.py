@@ -11,7 +11,6 @@ its peak RSS. Example (what BENCHMARKS.md records, about 20 minutes quiet):
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sys
 
@@ -21,6 +20,7 @@ logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
 from absl import app, flags  # noqa: E402
 
+from iwae_tf import files  # noqa: E402
 from iwae_tf.experiments import benchmarking  # noqa: E402
 from iwae_tf.experiments import evaluation_benchmark as bench  # noqa: E402
 
@@ -39,13 +39,15 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
     try:
+        if f.output:
+            files.check_writable(f.output, "--output")
         configs = [
             bench.EvaluationBenchmarkConfig(model, mode, f.num_examples, f.k, f.passes)
             for model in f.models
             for mode in f.modes
         ]
-    except ValueError as e:
-        sys.exit(f"benchmark_evaluation.py: error: {e}")
+    except (ValueError, OSError) as e:
+        logs.fail(e)
     load_start = os.getloadavg()
     results = []
     for config in configs:
@@ -66,9 +68,7 @@ def main(argv: list[str]) -> None:
     }
     print(bench.format_table(results))
     if f.output:
-        with open(f.output + ".tmp", "w") as out:
-            json.dump(report, out, indent=2)
-        os.replace(f.output + ".tmp", f.output)
+        files.write_json(f.output, report)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import sys
 
 from iwae_tf import logs
@@ -18,6 +17,7 @@ logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
 from absl import app, flags  # noqa: E402
 
+from iwae_tf import files  # noqa: E402
 from iwae_tf.experiments import seeds  # noqa: E402
 
 flags.DEFINE_list("output_dirs", None, "Grid output directories, one per seed.", required=True)
@@ -30,15 +30,16 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
+        if flags.FLAGS.output:
+            files.check_writable(flags.FLAGS.output, "--output")
         runs = seeds.load_runs(flags.FLAGS.output_dirs)
         names = flags.FLAGS.presets or sorted(runs)
         rows = seeds.paired_table(runs, flags.FLAGS.reference, names)
     except (OSError, ValueError) as error:
-        sys.exit(f"compare_seeds.py: {error}")
+        logs.fail(error)
     print(seeds.format_markdown(rows, flags.FLAGS.reference), end="")
     if flags.FLAGS.output:
-        with open(flags.FLAGS.output, "w") as f:
-            json.dump({"reference": flags.FLAGS.reference, "rows": rows}, f, indent=2)
+        files.write_json(flags.FLAGS.output, {"reference": flags.FLAGS.reference, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ from iwae_tf import logs
 
 logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from iwae_tf import config as config_lib  # noqa: E402
-from iwae_tf import data  # noqa: E402
+from iwae_tf import data, files  # noqa: E402
 from iwae_tf.experiments import presets, reproduce  # noqa: E402
 
 flags.DEFINE_string("grid", None, "Named grid of presets (see --list).")
@@ -75,6 +75,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--output_dir is required")
     overrides = config_lib.flag_overrides(reproduce.OVERRIDABLE_FIELDS)
     try:
+        files.check_creatable_dir(f.output_dir, "--output_dir")
         names = presets.grid_presets(f.grid) if f.grid else list(f.presets)
         rows = reproduce.run_grid(
             names,
@@ -86,8 +87,7 @@ def main(argv: list[str]) -> None:
             make_plots=f.plots,
         )
     except (ValueError, OSError, ImportError, data.DataUnavailableError) as e:
-        logging.error("%s", e)
-        sys.exit(f"reproduce.py: error: {e}")
+        logs.fail(e)
     with open(os.path.join(f.output_dir, reproduce.RESULTS_MD)) as md:
         print(md.read())
     failed = [row["preset"] for row in rows if row["status"] != "ok"]

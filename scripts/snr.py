@@ -11,7 +11,6 @@ slopes of the median SNR against k. See iwae_tf/experiments/snr.py.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -19,9 +18,10 @@ from iwae_tf import logs
 
 logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from iwae_tf import bounds, data, train  # noqa: E402
+from iwae_tf import bounds, data, files, train  # noqa: E402
 from iwae_tf.experiments import snr  # noqa: E402
 
 flags.DEFINE_string("run_dir", None, "A finished training run (scripts/train.py).", required=True)
@@ -39,6 +39,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
     try:
+        files.check_creatable_dir(f.output_dir, "--output_dir")
         ks = [int(k) for k in f.ks]
         config, model = train.load_run(f.run_dir)
         batch = train.eval_data(config, config.test_split, f.num_examples)
@@ -46,13 +47,15 @@ def main(argv: list[str]) -> None:
         rows = snr.snr_table(
             model, x, ks, f.estimators, bounds.Objective(f.objective), f.num_draws, f.seed
         )
-    except (ValueError, OSError, data.DataUnavailableError) as e:
-        sys.exit(f"snr.py: error: {e}")
+    except (ValueError, OSError, data.DataUnavailableError, tf.errors.OpError) as e:
+        logs.fail(e)
     os.makedirs(f.output_dir, exist_ok=True)
     snr.write_csv(rows, os.path.join(f.output_dir, "snr.csv"))
     fitted = snr.slopes(rows)
-    with open(os.path.join(f.output_dir, "snr.json"), "w") as out:
-        json.dump({"slopes": fitted, "rows": rows, "run_dir": f.run_dir}, out, indent=2)
+    files.write_json(
+        os.path.join(f.output_dir, "snr.json"),
+        {"slopes": fitted, "rows": rows, "run_dir": f.run_dir},
+    )
     snr.plot(rows, os.path.join(f.output_dir, "snr.png"))
     for row in rows:
         print(

@@ -31,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from iwae_tf import files
 from iwae_tf.model import ImportanceWeightedAutoencoder
 from iwae_tf.summaries import image_grid, interleave_rows
 
@@ -47,7 +48,8 @@ def read_history(path: str) -> dict[str, np.ndarray]:
 def _save(fig: Figure, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100)
+    with files.atomic_write(path, "wb") as f:  # A killed run leaves no half-drawn PNG.
+        fig.savefig(f, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
     return path
 
 

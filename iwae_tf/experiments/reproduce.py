@@ -41,7 +41,7 @@ from typing import Any
 
 from absl import logging
 
-from iwae_tf import evaluation, schedules, train
+from iwae_tf import evaluation, files, schedules, train
 from iwae_tf.config import TrainConfig
 from iwae_tf.experiments import presets
 from iwae_tf.model import VARIANTS
@@ -235,11 +235,8 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def _write_json(path: str, values: dict[str, Any]) -> None:
-    # Written to a temporary file and renamed, so an interruption never leaves half a file
-    # that a resumed grid would trust.
-    with open(path + ".tmp", "w") as f:
-        json.dump(values, f, indent=2)
-    os.replace(path + ".tmp", path)
+    # Whole or not at all: a resumed grid must never trust half a file.
+    files.write_json(path, values)
 
 
 def _plot_paths(plot_dir: str, config: TrainConfig) -> dict[str, str]:
@@ -393,12 +390,11 @@ def write_results(
       (csv path, markdown path).
     """
     csv_path = os.path.join(output_dir, RESULTS_CSV)
-    with open(csv_path + ".tmp", "w", newline="") as f:
+    with files.atomic_write(csv_path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({key: "" if row[key] is None else row[key] for key in COLUMNS})
-    os.replace(csv_path + ".tmp", csv_path)
 
     lines = [header.rstrip(), ""] if header else []
     lines += [
@@ -438,7 +434,7 @@ def write_results(
     if plot_files:
         lines += ["", "Plots:", ""] + [f"- [{p}]({p})" for p in plot_files]
     md_path = os.path.join(output_dir, RESULTS_MD)
-    with open(md_path, "w") as f:
+    with files.atomic_write(md_path) as f:
         f.write("\n".join(lines) + "\n")
     return csv_path, md_path
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from iwae_tf import bounds, estimators, rng
+from iwae_tf import bounds, estimators, files, rng
 from iwae_tf.model import ImportanceWeightedAutoencoder
 
 NETWORKS = ("encoder", "decoder")
@@ -129,12 +129,11 @@ def slopes(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
-    """The table as CSV, written to a temporary file and renamed."""
-    with open(path + ".tmp", "w", newline="") as f:
+    """The table as CSV, written whole or not at all (`iwae_tf.files`)."""
+    with files.atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(path + ".tmp", path)
 
 
 def plot(rows: Sequence[dict[str, Any]], path: str) -> str:
@@ -164,5 +163,6 @@ def plot(rows: Sequence[dict[str, Any]], path: str) -> str:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with files.atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
     return path
