@@ -12,13 +12,14 @@ Sequences on the command line: `--latent_sizes=100,50` (bottom first) and
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from absl import flags
 
-from iwae_tf import bounds, data, estimators, layers, likelihoods, schedules
+from iwae_tf import bounds, data, estimators, layers, likelihoods, schedules, serving
 from iwae_tf.model import VARIANTS
 
 ARCHITECTURES: tuple[str, ...] = ("mlp", "conv")
@@ -37,6 +38,7 @@ def setting(
     minimum: float | None = None,
     positive: bool = False,
     choices: Callable[[], Sequence[str]] | None = None,
+    finite: bool = True,
 ) -> Any:
     """A TrainConfig field with its documentation and the checks `validate` applies.
 
@@ -46,8 +48,16 @@ def setting(
       minimum: Smallest valid value (None values are always valid).
       positive: The value must be > 0.
       choices: Returns the valid values (called lazily, at validation or flag definition).
+      finite: A float value must be finite (not NaN or +-inf); off for alpha, whose -inf
+        means VR-max.
     """
-    metadata = {"help": doc, "minimum": minimum, "positive": positive, "choices": choices}
+    metadata = {
+        "help": doc,
+        "minimum": minimum,
+        "positive": positive,
+        "choices": choices,
+        "finite": finite,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -101,7 +111,9 @@ class TrainConfig:
         choices=lambda: bounds.OBJECTIVES,
     )
     alpha: float = setting(
-        0.0, "The alpha of objective vr (Li & Turner 2016): 0 is iwae, 1 the ELBO, -inf VR-max."
+        0.0,
+        "The alpha of objective vr (Li & Turner 2016): 0 is iwae, 1 the ELBO, -inf VR-max.",
+        finite=False,
     )
     num_groups: int = setting(
         1, "The number M of sample groups of objectives miwae and piwae; must divide k.", minimum=1
@@ -202,8 +214,20 @@ class TrainConfig:
         """Raises ValueError naming the first bad setting."""
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
+        serving.check_count("k", self.k)
+        serving.check_count("eval_k", self.eval_k)
         if len(self.latent_sizes) != len(self.hidden_sizes):
-            raise ValueError("latent_sizes and hidden_sizes need one entry per stochastic layer")
+            raise ValueError(
+                f"latent_sizes and hidden_sizes need one entry per stochastic layer; got "
+                f"{len(self.latent_sizes)} latent sizes and {len(self.hidden_sizes)} hidden "
+                "size lists (separate the lists with '/', e.g. --hidden_sizes=200,200/100,100)"
+            )
+        spec = VARIANTS[self.model]
+        if self.kl_weight > 0 and not (spec.uncertain_encoder or spec.uncertain_decoder):
+            raise ValueError(
+                f"kl_weight is the weight of the weight-prior KL of uncertain weights, but model "
+                f"{self.model} has none; use an iwaeu model or drop --kl_weight"
+            )
         objective = self.training_objective() or bounds.Objective(VARIANTS[self.model].objective)
         objective.check(self.k)
         estimators.check(self.estimator, objective)
@@ -219,9 +243,33 @@ class TrainConfig:
                 f"the {self.likelihood} likelihood models intensities, not binary pixels: use "
                 "--binarization=none"
             )
-        spec = VARIANTS[self.model]
         if self.architecture == "conv" and (spec.uncertain_encoder or spec.uncertain_decoder):
             layers.check_conv_kind(self.uncertain_layer_kind)
+
+    def check_tensor_sizes(self, data_shape: Sequence[int]) -> None:
+        """Raises ValueError if a train or validation step's widest tensor has more elements
+        than TensorFlow's int32 shape arithmetic allows (2^31 - 1).
+
+        A step stacks its k samples of a batch into k * batch rows; the widest row is the data,
+        a hidden layer or a conv feature map. Past the limit the step would fail deep inside
+        TensorFlow (or wrap around), so the run is refused before anything is written.
+        """
+        rows = self.k * max(self.batch_size, self.eval_batch_size)
+        widths = [math.prod(data_shape), *self.latent_sizes]
+        widths += [size for sizes in self.hidden_sizes for size in sizes]
+        if self.architecture == "conv" and len(data_shape) == 3:
+            height, width = data_shape[:2]
+            for i, filters in enumerate(self.conv_filters):
+                widths.append(
+                    math.ceil(height / 2 ** (i + 1)) * math.ceil(width / 2 ** (i + 1)) * filters
+                )
+        elements = rows * max(widths)
+        if elements > serving.MAX_COUNT:
+            raise ValueError(
+                f"k={self.k} samples of batches of {max(self.batch_size, self.eval_batch_size)} "
+                f"make tensors of {elements:,} elements, more than TensorFlow's int32 limit "
+                "(2^31 - 1); lower k or the batch sizes"
+            )
 
     def network_conv_filters(self) -> tuple[int, ...]:
         """The conv stack's filters, or () for the MLP architecture."""
@@ -284,6 +332,8 @@ def _check(field: dataclasses.Field, value: Any) -> None:
     if choices is not None and value not in choices():
         raise ValueError(f"unknown {field.name} {value!r}; expected one of {sorted(choices())}")
     for item in _values(value):
+        if meta["finite"] and isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{field.name} must be a finite number, got {value}")
         if meta["minimum"] is not None and item < meta["minimum"]:
             raise ValueError(f"{field.name} must be >= {meta['minimum']}, got {value}")
         if meta["positive"] and not item > 0:

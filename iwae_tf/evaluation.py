@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from iwae_tf import bounds, rng
+from iwae_tf import bounds, files, rng, serving
 from iwae_tf.model import ImportanceWeightedAutoencoder
 
 COMPILED_ROWS_PER_CALL = 5_000
@@ -434,10 +434,18 @@ def _padded_compiled_statistics(
     )
 
 
-def _batches(dataset: tf.data.Dataset) -> Any:
-    for batch in dataset:
+def _batches(dataset: tf.data.Dataset, model: ImportanceWeightedAutoencoder) -> Any:
+    """The dataset's batches as float32 tensors, each checked like the exported `score`'s
+    inputs (`serving.check_images`): a batch of the wrong shape, with NaN, values outside
+    [0, 1] or, for a Bernoulli model, grey values would otherwise give a meaningless NLL."""
+    decoder = model.decoder
+    for i, batch in enumerate(dataset):
         x = batch[0] if isinstance(batch, tuple | list) else batch
-        yield tf.convert_to_tensor(x, tf.float32)
+        try:
+            x = serving.check_images(x, decoder.data_shape, decoder.likelihood.binary)
+        except ValueError as e:
+            raise ValueError(f"batch {i} of the dataset: {e}") from None
+        yield tf.constant(x)
 
 
 def estimate_log_likelihood(
@@ -466,11 +474,16 @@ def estimate_log_likelihood(
 
     Returns:
       The per-example estimates, in dataset order.
+
+    Raises:
+      ValueError: num_samples, max_rows or group_size is not an integer in [1, 2^31 - 1];
+        the dataset is empty; or a batch is not data of the model (the messages of
+        `serving.check_images`, prefixed with the batch's index).
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    if group_size is not None and group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}.")
+    num_samples = serving.check_count("num_samples", num_samples)
+    max_rows = serving.check_count("max_rows", max_rows)
+    if group_size is not None:
+        group_size = serving.check_count("group_size", group_size)
     base_seed = rng.from_int(seed)
 
     @tf.function(reduce_retracing=True)
@@ -480,7 +493,7 @@ def estimate_log_likelihood(
 
     log_px, elbo, bound_k = [], [], []
     batch_size = None
-    for i, x in enumerate(_batches(dataset)):
+    for i, x in enumerate(_batches(dataset, model)):
         if jit_compile:
             stats = _padded_compiled_statistics(
                 model, x, num_samples, rng.fold_in(base_seed, i), max_rows, group_size, batch_size
@@ -580,7 +593,7 @@ def active_units(
     # Shifted float64 sums: Var = (sum (m - s)^2 - (sum (m - s))^2 / N) / (N - 1), with the
     # first batch's mean as shift s, stays accurate when the means are far from 0.
     count, shifts, sums, squares = 0, None, None, None
-    for i, x in enumerate(_batches(dataset)):
+    for i, x in enumerate(_batches(dataset, model)):
         means = [m.numpy().astype(np.float64) for m in batch_means(x, tf.constant(i))]
         if shifts is None:
             shifts = [m.mean(axis=0) for m in means]
@@ -647,7 +660,7 @@ class Evaluation:
         columns: list[tuple[str, Sequence[float]]] = [("log_px", e.log_px), ("elbo", e.elbo)]
         if e.iwae_bound_k is not None:
             columns.append((f"iwae_bound_k{e.group_size}", e.iwae_bound_k))
-        with open(path, "w", newline="") as f:
+        with files.atomic_write(path, newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index"] + [name for name, _ in columns])
             for i, values in enumerate(zip(*(c for _, c in columns), strict=True)):

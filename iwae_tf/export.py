@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import json
 import os
 import platform
@@ -86,7 +87,7 @@ draws through `Decoder.sample`; 2: int64 k and n in the signatures (1: int32).""
 # ---------------------------------------------------------------------------------- module
 
 
-_INT32_MAX = 2**31 - 1
+STAGING_INFIX = ".staging-"
 
 
 def _scalar(dtype: tf.DType, name: str) -> tf.TensorSpec:
@@ -129,7 +130,9 @@ class _ExportModule(tf.Module):
 
     def _score(self, x: tf.Tensor, k: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         x = self._images(x)
-        k = serving.assert_scalar(k, (k >= 1) & (k <= _INT32_MAX), "k must be in [1, 2^31 - 1]")
+        k = serving.assert_scalar(
+            k, (k >= 1) & (k <= serving.MAX_COUNT), "k must be in [1, 2^31 - 1]"
+        )
         seed = rng.from_int(seed)
         log_px, elbo = evaluation.score(self._model, x, tf.cast(k, tf.int32), seed, self.max_rows)
         return {"log_px": log_px, "elbo": elbo}
@@ -148,7 +151,9 @@ class _ExportModule(tf.Module):
         return decoder.likelihood.parameters(decoder.decode_outputs(z))
 
     def _sample(self, n: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        n = serving.assert_scalar(n, (n >= 0) & (n <= _INT32_MAX), "n must be in [0, 2^31 - 1]")
+        n = serving.assert_scalar(
+            n, (n >= 0) & (n <= serving.MAX_COUNT), "n must be in [0, 2^31 - 1]"
+        )
         draw = self._model.sample_images(tf.cast(n, tf.int32), seed)
         return {"images": draw.images, **draw.parameters, "z": draw.latents}
 
@@ -281,8 +286,9 @@ def export_saved_model(
 ) -> str:
     """Writes `model` as a SavedModel with the signatures of the module docstring.
 
-    The SavedModel is written to a temporary sibling directory and then renamed, so
-    `export_dir` never holds a half-written export.
+    The SavedModel is written to a hidden sibling directory (.NAME.staging-*) and then
+    renamed, so `export_dir` never holds a half-written export; staging directories that a
+    killed export to the same `export_dir` left behind are removed first.
 
     Args:
       model: A built model (called at least once).
@@ -300,6 +306,8 @@ def export_saved_model(
     Raises:
       ValueError: The model is not built, or the metadata is not JSON-serializable.
       FileExistsError: `export_dir` exists (and is not empty) and overwrite is False.
+      OSError: The SavedModel could not be written (e.g. the disk is full); `export_dir` is
+        left as it was.
     """
     if not (model.encoder.built and model.decoder.built):
         raise ValueError("The model is not built: call it on a batch before exporting.")
@@ -316,7 +324,10 @@ def export_saved_model(
 
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.", dir=parent)
+    prefix = f".{os.path.basename(export_dir)}{STAGING_INFIX}"
+    for stale in glob.glob(os.path.join(glob.escape(parent), glob.escape(prefix) + "*")):
+        shutil.rmtree(stale, ignore_errors=True)  # Left by a killed export to the same dir.
+    staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             metadata_path = os.path.join(scratch, serving.METADATA_FILE)
@@ -325,7 +336,13 @@ def export_saved_model(
             module = _ExportModule(model, max_rows)
             module.metadata_file = tf.saved_model.Asset(metadata_path)
             saved = os.path.join(staging, "saved_model")
-            tf.saved_model.save(module, saved, signatures=module.signatures())
+            try:
+                tf.saved_model.save(module, saved, signatures=module.signatures())
+            except tf.errors.OpError as e:  # A full disk, a quota: TensorFlow's file errors.
+                raise OSError(
+                    f"cannot write the SavedModel to {export_dir}: "
+                    f"{e.message.strip().splitlines()[0]}"
+                ) from None
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
         os.replace(saved, export_dir)

@@ -23,6 +23,7 @@ mixture model p(x) = E_{q(theta)}[p(x; theta)] (no weight-prior KL enters unless
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -30,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from iwae_tf import bounds, estimators, likelihoods, rng
+from iwae_tf import bounds, estimators, likelihoods, rng, serving
 from iwae_tf import layers as dense_layers
 from iwae_tf.networks import Decoder, Encoder, NetworkConfig, gaussian_log_prob
 
@@ -363,6 +364,20 @@ def build_model(
     """
     if variant not in VARIANTS:
         raise ValueError(f"Unknown model variant {variant!r}; expected one of {sorted(VARIANTS)}.")
+    serving.check_count("num_importance_samples", num_importance_samples)
+    if len(latent_sizes) != len(hidden_sizes):
+        raise ValueError(
+            f"latent_sizes and hidden_sizes need one entry per stochastic layer; got "
+            f"{len(latent_sizes)} and {len(hidden_sizes)}"
+        )
+    sizes = [*latent_sizes, *(size for layer in hidden_sizes for size in layer), *conv_filters]
+    if not latent_sizes or min(sizes) < 1:
+        raise ValueError(f"layer sizes must be >= 1; got {latent_sizes} and {hidden_sizes}")
+    for name, value in [("init_scale", init_scale), ("prior_scale", prior_scale)]:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0; got {value}")
+    if not (math.isfinite(kl_weight) and kl_weight >= 0):
+        raise ValueError(f"kl_weight must be a finite number >= 0; got {kl_weight}")
     spec = VARIANTS[variant]
     if spec.uncertain_encoder or spec.uncertain_decoder:
         if not dense_layers.is_uncertain(uncertain_layer_kind):

@@ -27,8 +27,19 @@ a ValueError carrying the same text, by `check_images` on the host, which `Expor
 
 A non-float dtype can never reach the graph: the signature's float32 input type rejects it
 (TensorFlow's own InvalidArgumentError "... expected to be a float tensor but is a int64
-tensor"), and `check_images` says "x must be a float array". Float16/64 inputs are converted
-to float32.
+tensor"), and `check_images` says "x must be a float array".
+
+**Conversions** that lose nothing are made on the host (`check_images`, hence `ExportedModel`
+and `scripts/score.py`): float16 and float64 become float32 (every value in [0, 1] that
+float32 cannot hold exactly rounds to the nearest float32), bool becomes 0.0 / 1.0, and
+[N, H, W] images gain the channel axis of a model of [H, W, 1] images. Integer arrays are
+rejected rather than guessed at: uint8 images may be bytes (0..255) or bits (0, 1). An empty
+batch (N = 0) is valid and scores to empty arrays.
+
+**Counts.** k, n and the seed are integers (a float with an integral value is accepted):
+1 <= k <= 2^31 - 1 and 0 <= n <= 2^31 - 1, because the networks index rows with int32, and
+seeds fit int64. `check_count` and `check_seed` say so on the host; the signatures check k and
+n in the graph as well.
 
 Grey inputs (values strictly inside (0, 1)) are rejected by default: scoring an intensity
 image as if it were binary data gives a meaningless number. On request (`binarize=True`,
@@ -70,6 +81,43 @@ INPUT_POLICY = (
 )
 
 
+MAX_COUNT = 2**31 - 1
+"""The largest k or n: the networks index (sample, example) rows with int32."""
+
+MSG_COUNT = "{name} must be an integer in [{minimum}, 2^31 - 1]"
+
+
+def check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """`value` as an int in [minimum, MAX_COUNT]; ValueError naming `name` otherwise.
+
+    Python and numpy integers pass, and floats with an integral value (1e3); bools, other
+    floats, strings and out-of-range values are rejected.
+    """
+    message = MSG_COUNT.format(name=name, minimum=minimum)
+    number = _integer(value)
+    if number is None or not minimum <= number <= MAX_COUNT:
+        raise ValueError(f"{message}; got {value!r}")
+    return number
+
+
+def check_seed(value: Any) -> int:
+    """`value` as an int that fits int64 (the signatures' seed type); ValueError otherwise."""
+    number = _integer(value)
+    if number is None or not -(2**63) <= number < 2**63:
+        raise ValueError(f"seed must be an integer in [-2^63, 2^63 - 1]; got {value!r}")
+    return number
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(d) for d in shape)
 
@@ -104,19 +152,33 @@ def check_images(x: Any, shape: int | Sequence[int], binary: bool = True) -> np.
       ValueError: With one of the documented messages (see the module docstring).
     """
     shape = _shape(shape)
-    x = np.asarray(x)
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:  # Ragged nested lists.
+        raise ValueError(
+            f"{MSG_DTYPE} of one shape; got an unconvertible {type(x).__name__}: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
     size = int(np.prod(shape))
     if len(shape) > 1 and x.ndim == 2 and x.shape[1] == size:
         x = x.reshape((-1, *shape))
     elif len(shape) == 1 and x.ndim > 2 and int(np.prod(x.shape[1:])) == size:
         x = x.reshape((len(x), size))  # Images for a model of rows: flattened row-major.
+    elif len(shape) == 3 and shape[2] == 1 and x.ndim == 3 and tuple(x.shape[1:]) == shape[:2]:
+        x = x[..., np.newaxis]  # [N, H, W] greyscale images: the channel axis is implied.
     if x.ndim != len(shape) + 1:
         raise ValueError(f"{_rank_message(shape)}; got shape {x.shape}")
     if tuple(x.shape[1:]) != shape:
         raise ValueError(f"{_shape_message(shape)}; got shape {x.shape}")
+    if x.dtype == np.bool_:
+        x = x.astype(np.float32)
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{MSG_DTYPE} (float32 in {{0, 1}}); got dtype {x.dtype}")
-    x = x.astype(np.float32)
+        hint = ""
+        if np.issubdtype(x.dtype, np.integer):
+            hint = "; convert it yourself: bits with x.astype('float32'), bytes with x / 255"
+        raise ValueError(f"{MSG_DTYPE} (float32 in {{0, 1}}); got dtype {x.dtype}{hint}")
+    # Checked before the float32 conversion, so that 1e300 is "outside [0, 1]" (not an inf
+    # the conversion made) and 1e-50 is grey (not a 0 it made).
     bad = ~np.isfinite(x)
     if bad.any():
         first = tuple(np.argwhere(bad)[0])
@@ -135,7 +197,7 @@ def check_images(x: Any, shape: int | Sequence[int], binary: bool = True) -> np.
                 f"{MSG_BINARY}: {int(grey.sum())} values strictly between 0 and 1, first "
                 f"x{_index(first)} = {x[first]:g}; {GREY_HINT}"
             )
-    return x
+    return x.astype(np.float32)
 
 
 def _index(position: tuple) -> str:
@@ -249,9 +311,50 @@ def assert_latents(z: tf.Tensor, width: int) -> tf.Tensor:
 
 
 def read_metadata(path: str) -> dict[str, Any]:
-    """The metadata dict of an exported SavedModel directory."""
-    with open(os.path.join(path, "assets", METADATA_FILE)) as f:
-        return json.load(f)
+    """The metadata dict of an exported SavedModel directory.
+
+    Raises:
+      OSError: The file is missing, unreadable or not a JSON object (one line).
+    """
+    metadata_path = os.path.join(path, "assets", METADATA_FILE)
+    try:
+        with open(metadata_path) as f:
+            metadata = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} has no assets/{METADATA_FILE}: not an iwae_tf export"
+        ) from None
+    except (OSError, ValueError) as e:  # ValueError: JSON syntax, bad UTF-8.
+        raise OSError(
+            f"cannot read {metadata_path}: {_first_line(e)}; export the model again"
+        ) from None
+    if not isinstance(metadata, dict):
+        raise OSError(f"{metadata_path} is not a JSON object; export the model again")
+    return metadata
+
+
+def load_saved_model(path: str) -> Any:
+    """`tf.saved_model.load(path)`, with a missing or damaged SavedModel reported in one line.
+
+    Raises:
+      FileNotFoundError: `path` holds no saved_model.pb.
+      OSError: The SavedModel cannot be loaded: a truncated or corrupt saved_model.pb or
+        variables file (TensorFlow raises a different exception type for each).
+    """
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(f"{path} holds no SavedModel (saved_model.pb)")
+    try:
+        return tf.saved_model.load(path)
+    except Exception as e:  # TensorFlow: OSError, IndexError, DataLossError, ...
+        raise OSError(
+            f"cannot load the SavedModel in {path}: it is truncated or corrupt "
+            f"({type(e).__name__}: {_first_line(e)}); copy or export it again"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def input_spec(metadata: dict[str, Any]) -> tuple[tuple[int, ...], bool] | None:
@@ -284,7 +387,7 @@ class ExportedModel:
     def __init__(self, path: str) -> None:
         self.path = path
         self.metadata = read_metadata(path)
-        self._saved_model = tf.saved_model.load(path)
+        self._saved_model = load_saved_model(path)
         self._signatures = self._saved_model.signatures
         self.data_shape, self.binary = input_spec(self.metadata)
         self.latent_sizes = tuple(int(s) for s in self.metadata["architecture"]["latent_sizes"])
@@ -322,14 +425,13 @@ class ExportedModel:
           {"log_px": [N], "elbo": [N]} float32 arrays.
 
         Raises:
-          ValueError: Bad x (see the module docstring) or k < 1.
+          ValueError: Bad x, k or seed (see the module docstring).
         """
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1; got {k}")
+        k = check_count("k", k)
+        seed = check_seed(seed)
+        x = self._images(x, binarize, check_seed(binarize_seed))
         out = self._signatures["score"](
-            x=self._images(x, binarize, binarize_seed),
-            k=self._scalar("score", "k", k),
-            seed=self._scalar("score", "seed", seed),
+            x=x, k=self._scalar("score", "k", k), seed=self._scalar("score", "seed", seed)
         )
         return {name: value.numpy() for name, value in out.items()}
 
@@ -349,17 +451,22 @@ class ExportedModel:
         The Bernoulli's probabilities or the Gaussian's mean; the `decode` signature returns
         every parameter of the likelihood.
         """
-        z = np.asarray(z, np.float32)
+        try:
+            z = np.asarray(z, np.float32)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"z must be a float array; {_first_line(e)}") from None
         if z.ndim != 2 or z.shape[1] != self.latent_sizes[-1]:
             raise ValueError(f"z must be [N, {self.latent_sizes[-1]}]; got shape {z.shape}")
+        if not np.isfinite(z).all():
+            raise ValueError("z contains NaN or inf")
         out = self._signatures["decode"](z=tf.constant(z))
         return out["probs" if "probs" in out else "mean"].numpy()
 
     def sample(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
         """n images drawn from the model: {"images", the likelihood's parameters ("probs" or
         "mean" and "std"), each [n, *data_shape], "z": [n, d_L]}."""
-        if int(n) < 0:
-            raise ValueError(f"n must be >= 0; got {n}")
+        n = check_count("n", n, minimum=0)
+        seed = check_seed(seed)
         out = self._signatures["sample"](
             n=self._scalar("sample", "n", n), seed=self._scalar("sample", "seed", seed)
         )
@@ -370,10 +477,9 @@ def load_exported(path: str) -> ExportedModel:
     """Loads a SavedModel written by `export_saved_model` (see `ExportedModel`).
 
     Raises:
-      FileNotFoundError: `path` holds no such SavedModel.
+      FileNotFoundError: `path` holds no SavedModel, or one without iwae_tf's metadata.
+      OSError: The SavedModel or its metadata is damaged (see `load_saved_model`).
     """
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(f"{path} holds no SavedModel (saved_model.pb)")
-    if not os.path.exists(os.path.join(path, "assets", METADATA_FILE)):
-        raise FileNotFoundError(f"{path} has no assets/{METADATA_FILE}: not an iwae_tf export")
     return ExportedModel(path)

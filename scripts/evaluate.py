@@ -15,7 +15,6 @@ per-example values to a CSV.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
@@ -25,9 +24,10 @@ from iwae_tf import logs
 
 logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
-from absl import app, flags, logging  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from iwae_tf import data, evaluation, train  # noqa: E402
+from iwae_tf import data, evaluation, files, serving, train  # noqa: E402
 
 flags.DEFINE_string("run_dir", None, "A finished training run (scripts/train.py).", required=True)
 flags.DEFINE_integer("k", 5000, "Importance samples per example.", lower_bound=1)
@@ -57,7 +57,12 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
+    output = f.output or os.path.join(f.run_dir, "evaluation.json")
     try:
+        serving.check_count("--k", f.k)
+        files.check_writable(output, "--output")
+        if f.per_example_csv:
+            files.check_writable(f.per_example_csv, "--per_example_csv")
         config, model = train.load_run(f.run_dir)
         split = f.split or config.test_split
         dataset = data.eval_dataset(
@@ -78,9 +83,8 @@ def main(argv: list[str]) -> None:
             active_unit_samples=f.active_unit_samples,
         )
         seconds = time.perf_counter() - start
-    except (ValueError, OSError, data.DataUnavailableError) as e:
-        logging.error("%s", e)
-        sys.exit(f"evaluate.py: error: {e}")
+    except (ValueError, OSError, data.DataUnavailableError, tf.errors.OpError) as e:
+        logs.fail(e)
 
     summary = {
         "run_dir": f.run_dir,
@@ -92,11 +96,9 @@ def main(argv: list[str]) -> None:
         "seconds": seconds,
         "peak_rss_mb": _peak_rss_mb(),
     }
-    output = f.output or os.path.join(f.run_dir, "evaluation.json")
-    with open(output, "w") as out:
-        json.dump(summary, out, indent=2)
     if f.per_example_csv:
         result.write_per_example_csv(f.per_example_csv)
+    files.write_json(output, summary)
     bound = summary["iwae_bound_train_k"]
     bound_text = (
         "n/a (K < k)"

@@ -5,10 +5,10 @@ Examples:
   python scripts/score.py --saved_model=exported/iwaeu --input=images.npy --output=scores.csv
   python scripts/score.py --saved_model=exported/iwaeu --input=tfds:test[:1000] --k=5000
 
-Light on purpose: it imports numpy, TensorFlow, absl and `iwae_tf.serving` (never Keras, TFP
-or the model code; a tfds input also loads `iwae_tf.data`), and runs the model through
-`tf.saved_model.load` alone, so any SavedModel written by `iwae_tf.export` can be scored without
-the code that trained it.
+Light on purpose: it imports numpy, TensorFlow, absl, `iwae_tf.serving` and `iwae_tf.files`
+(never Keras, TFP or the model code; a tfds input also loads `iwae_tf.data`), and runs the
+model through `tf.saved_model.load` alone, so any SavedModel written by `iwae_tf.export` can
+be scored without the code that trained it.
 
 Input (--input):
   * a `.npy` file of float images [N, *S], S the model's data shape ([28, 28, 1] for MNIST),
@@ -23,7 +23,10 @@ Input (--input):
 
 Bad input (wrong rank or shape, a non-float dtype, NaN or inf, values outside [0, 1], grey
 values without --binarize) stops the script with exit status 1 and an error naming the
-problem, in the same words as the SavedModel's own in-graph checks (see iwae_tf/serving.py).
+problem, in the same words as the SavedModel's own in-graph checks (see iwae_tf/serving.py);
+so do a missing, non-.npy, pickled or truncated input file, a missing or damaged SavedModel,
+k beyond 2^31 - 1 and an --output that cannot be written (checked before any scoring). The
+CSV is written whole or not at all. docs/reliability.md lists every case tried.
 
 Output: a CSV with columns index, log_px (the k-sample estimate log (1/k) sum_j w_j of
 log p(x)), elbo; and the mean log p(x), the NLL and its standard error, printed. Scores are
@@ -45,7 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from iwae_tf import serving  # noqa: E402
+from iwae_tf import files, serving  # noqa: E402
 
 flags.DEFINE_string("saved_model", None, "SavedModel directory written by iwae_tf.", required=True)
 flags.DEFINE_string("input", None, "A .npy file of images [N, D], or tfds:SPLIT.", required=True)
@@ -90,6 +93,37 @@ def read_tfds(
     return np.concatenate(parts) if parts else np.zeros([0, 0], np.float32)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path: str) -> np.ndarray:
+    """The array in a .npy file, never unpickled; InputError naming what is wrong otherwise."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(NPY_MAGIC))
+            f.seek(0)
+            x = np.load(f, allow_pickle=False) if header == NPY_MAGIC else None
+    except FileNotFoundError:
+        raise InputError(f"input file {path} does not exist") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError(
+                f"{path} holds an array of Python objects, which only pickle can load (refused: "
+                "unsafe); save a float array"
+            ) from None
+        raise InputError(f"{path} is truncated or corrupt ({e}); write it again") from None
+    except EOFError:
+        raise InputError(f"{path} is truncated; write it again") from None
+    if x is None:
+        raise InputError(
+            f"{path} is not a .npy file (it lacks the NUMPY header); write the images with "
+            "numpy.save"
+        )
+    return x
+
+
 def load_input(shape: tuple[int, ...], binary: bool, metadata: dict) -> np.ndarray:
     source = flags.FLAGS.input
     if source.startswith("tfds:"):
@@ -100,10 +134,7 @@ def load_input(shape: tuple[int, ...], binary: bool, metadata: dict) -> np.ndarr
     else:
         if not source.endswith(".npy"):
             raise InputError(f"--input must be a .npy file or tfds:SPLIT, got {source!r}")
-        try:
-            x = np.load(source, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read {source}: {e}") from None
+        x = read_npy(source)
         if flags.FLAGS.binarize and not binary:
             raise InputError("--binarize is for Bernoulli models; this model takes intensities")
         x = _checked(x, shape, binary=binary and not flags.FLAGS.binarize)
@@ -141,6 +172,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     path = flags.FLAGS.saved_model
     try:
+        serving.check_count("--k", flags.FLAGS.k)
+        files.check_writable(flags.FLAGS.output, "--output")
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
             raise InputError(f"{path} holds no SavedModel (saved_model.pb)")
         metadata = {}
@@ -150,18 +183,16 @@ def main(argv: list[str]) -> None:
         spec = serving.input_spec(metadata)
         signature = None
         if spec is None:
-            signature = tf.saved_model.load(path).signatures["score"]
+            signature = serving.load_saved_model(path).signatures["score"]
             spec = (tuple(signature.structured_input_signature[1]["x"].shape[1:]), True)
         x = load_input(*spec, metadata)
         if signature is None:
-            signature = tf.saved_model.load(path).signatures["score"]
+            signature = serving.load_saved_model(path).signatures["score"]
         scores = score(signature, x)
-    except InputError as e:
-        sys.exit(f"score.py: error: {e}")
-    except tf.errors.InvalidArgumentError as e:  # The in-graph checks; the host checks come first.
-        lines = [line for line in e.message.splitlines() if "assertion failed" in line]
-        sys.exit(f"score.py: error: {(lines or e.message.strip().splitlines())[0].strip()}")
-    with open(flags.FLAGS.output, "w", newline="") as f:
+    # OSError: an unreadable model; OpError: the in-graph checks (the host checks come first).
+    except (InputError, ValueError, OSError, tf.errors.OpError) as e:
+        logs.fail(e)
+    with files.atomic_write(flags.FLAGS.output, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "log_px", "elbo"])
         for i, (log_px, elbo) in enumerate(scores):

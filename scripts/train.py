@@ -16,7 +16,8 @@ from iwae_tf import logs
 
 logs.quiet_tensorflow(sys.argv)  # Before TensorFlow is imported.
 
-from absl import app, flags, logging  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from iwae_tf import config as config_lib  # noqa: E402
 from iwae_tf import data  # noqa: E402
@@ -59,9 +60,8 @@ def main(argv: list[str]) -> None:
             flush=True,
         )
         metrics = train_and_evaluate(config, flags.FLAGS.output_dir)
-    except (ValueError, OSError, data.DataUnavailableError) as e:
-        logging.error("%s", e)
-        sys.exit(f"train.py: error: {e}")
+    except (ValueError, OSError, data.DataUnavailableError, tf.errors.OpError) as e:
+        logs.fail(e)
     print(
         f"{metrics['model']} k={metrics['k']} on {metrics['dataset']}: "
         f"test NLL {metrics['test_nll']:.2f} +- {metrics['test_nll_stderr']:.2f} nats "
