@@ -4,17 +4,29 @@
 the input pipeline and the model, fits with Adam (epsilon 1e-4, as in Burda et al. 2016),
 estimates the test NLL with `config.eval_k` importance samples, and writes
 
-    workdir/metrics.json   the final figures (see `train_and_evaluate`)
+    workdir/metrics.json   the final figures (see `train_and_evaluate`); written last, it
+                           marks the run as finished
     workdir/history.csv    per-epoch training and test-set metrics (Keras CSVLogger)
     workdir/backup/        the last epoch's checkpoint, so a killed run resumes (BackupAndRestore)
+    workdir/weights/, workdir/training.json
+                           the trained weights and fit's figures, written when training ends,
+                           so that a run killed later (evaluating, exporting) resumes there
     workdir/tensorboard/   TensorBoard summaries (`iwae_tf.summaries`), unless config.tensorboard
                            is off: `tensorboard --logdir workdir/tensorboard`
+
+**Kills and reruns.** Every file is written whole or not at all (`iwae_tf.files`), and the
+SavedModel is staged and renamed (`iwae_tf.export`). Rerunning a killed run with the same
+config resumes it: from the last finished epoch while training, and from the saved weights
+once training has ended (evaluation and export are redone). history.csv drops the rows of
+epochs the backup did not keep, so a resumed run lists each epoch once.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -24,7 +36,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from iwae_tf import data, evaluation, export, likelihoods, schedules, summaries
+from iwae_tf import data, evaluation, export, files, likelihoods, schedules, serving, summaries
 from iwae_tf.config import STRATEGIES, TrainConfig
 from iwae_tf.model import VARIANTS, ImportanceWeightedAutoencoder, build_model
 
@@ -32,6 +44,7 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 CONFIG_FILE = "config.json"
+TRAINING_FILE = "training.json"
 EXPORT_ROOT = "exported"
 WEIGHTS_PREFIX = os.path.join("weights", "model")
 
@@ -46,6 +59,10 @@ def check_workdir(workdir: str, config: TrainConfig | None = None) -> None:
         unfinished run of a different config, which must not be resumed with this one.
       PermissionError: `workdir` cannot be created or written.
     """
+    if os.path.exists(os.path.join(workdir, METRICS_FILE)):
+        raise FileExistsError(
+            f"{workdir} already holds a finished run ({METRICS_FILE}); choose another output dir"
+        )
     config_path = os.path.join(workdir, CONFIG_FILE)
     if config is not None and os.path.exists(config_path):
         with open(config_path) as f:
@@ -60,10 +77,6 @@ def check_workdir(workdir: str, config: TrainConfig | None = None) -> None:
                 f"{workdir} holds an unfinished run with other settings ({', '.join(changed)}); "
                 "rerun with the same flags to resume it, or choose another output dir"
             )
-    if os.path.exists(os.path.join(workdir, METRICS_FILE)):
-        raise FileExistsError(
-            f"{workdir} already holds a finished run ({METRICS_FILE}); choose another output dir"
-        )
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as e:
@@ -153,24 +166,37 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
       train_seconds (wall time of fit only) and the config.
     """
     config.validate()
-    data.image_shape(config.dataset, config.data_dir)  # An unknown dataset fails before any write.
+    # An unknown dataset, or tensors too large for it, fail before any write.
+    config.check_tensor_sizes(data.image_shape(config.dataset, config.data_dir))
     # Created first: MultiWorkerMirroredStrategy must exist before other TensorFlow work.
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     if not chief:
         # Workers other than the chief train in lockstep but keep their files to themselves.
         workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
+    # Split names with typos, and empty splits, fail before any write.
+    num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
+    num_test = data.num_examples(config.dataset, config.test_split, config.data_dir)
+    for split, count in [(config.train_split, num_train), (config.test_split, num_test)]:
+        if count == 0:
+            raise ValueError(f"split {split!r} of {config.dataset!r} holds no examples")
     check_workdir(workdir, config)
     export_dir = config.export_dir or os.path.join(
         EXPORT_ROOT, os.path.basename(workdir.rstrip("/"))
     )
-    if chief and os.path.isdir(export_dir) and os.listdir(export_dir):
-        raise FileExistsError(f"export dir {export_dir} is not empty; choose another --export_dir")
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        json.dump(config.to_dict(), f, indent=2)
+    if chief:
+        files.check_creatable_dir(export_dir, "export dir")
+        if (
+            os.path.isdir(export_dir)
+            and os.listdir(export_dir)
+            and not _exported_by(export_dir, config)
+        ):
+            raise FileExistsError(
+                f"export dir {export_dir} is not empty; choose another --export_dir"
+            )
+    files.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
     keras.utils.set_random_seed(config.seed)
 
-    num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
     data_position = DataPosition()
     train_ds = data.train_dataset(
         config.dataset,
@@ -187,44 +213,24 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     with strategy.scope():
         model = make_model(config, num_train)
     epochs = schedules.num_epochs(config.schedule, config.epochs, config.stages)
-    logging.info(
-        "Training %s (k=%d) on %s: %d examples, %d epochs of batch %d, %d replica(s).",
-        config.model,
-        config.k,
-        config.dataset,
-        num_train,
-        epochs,
-        config.batch_size,
-        strategy.num_replicas_in_sync,
-    )
-    callbacks = [
-        LearningRateLogger(),  # First: the callbacks below see the rate it adds to the logs.
-        keras.callbacks.CSVLogger(os.path.join(workdir, HISTORY_FILE), append=True),
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR)),
-        data_position,  # After BackupAndRestore, which restores the step it reads.
-    ]
-    if config.tensorboard:
-        callbacks += tensorboard_callbacks(config, workdir, test_ds)
-    start = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch(config, num_train),
-        validation_data=test_ds,
-        callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    train_seconds = time.perf_counter() - start
-    train_steps = int(model.optimizer.iterations.numpy())
-    model.save_weights(os.path.join(workdir, WEIGHTS_PREFIX))
-
+    training_path = os.path.join(workdir, TRAINING_FILE)
+    if os.path.exists(training_path):  # Killed after training: evaluate the saved weights.
+        with open(training_path) as f:
+            training = json.load(f)
+        model.load_weights(os.path.join(workdir, WEIGHTS_PREFIX)).expect_partial()
+        logging.info("Training had finished in %s; evaluating its weights.", workdir)
+    else:
+        training = fit(model, config, workdir, train_ds, test_ds, num_train, data_position)
+        model.save_weights(os.path.join(workdir, WEIGHTS_PREFIX))
+        if chief:
+            files.write_json(training_path, training)
     start = time.perf_counter()
     estimates = evaluation.estimate_log_likelihood(
         model, test_ds, num_samples=config.eval_k, seed=config.seed
     )
     eval_seconds = time.perf_counter() - start
 
-    last = {name: values[-1] for name, values in history.history.items()}
+    last = training["last_epoch"]
     metrics = {
         "model": config.model,
         "dataset": config.dataset,
@@ -239,18 +245,19 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         "train_loss": float(last.get("loss", float("nan"))),
         "train_iwae_bound": float(last.get("iwae_bound", float("nan"))),
         "test_iwae_bound": float(last.get("val_iwae_bound", float("nan"))),
-        "train_steps": train_steps,
-        "train_seconds": train_seconds,
+        "train_steps": training["train_steps"],
+        "train_seconds": training["train_seconds"],
         "eval_seconds": eval_seconds,
         "config": config.to_dict(),
         "versions": {"tensorflow": tf.__version__, "tf_keras": keras.__version__},
     }
     if chief:
         metrics["export_dir"] = export_dir
-        export.export_saved_model(model, export_dir, export.export_metadata(config, metrics))
+        export.export_saved_model(
+            model, export_dir, export.export_metadata(config, metrics), overwrite=True
+        )
     # Written last: metrics.json marks the run as finished.
-    with open(os.path.join(workdir, METRICS_FILE), "w") as f:
-        json.dump(metrics, f, indent=2)
+    files.write_json(os.path.join(workdir, METRICS_FILE), metrics)
     logging.info(
         "%s k=%d on %s: test NLL %.2f +- %.2f nats (eval_k=%d); %d steps in %.0f s.",
         config.model,
@@ -259,10 +266,87 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         estimates.nll,
         estimates.nll_stderr,
         config.eval_k,
-        train_steps,
-        train_seconds,
+        training["train_steps"],
+        training["train_seconds"],
     )
     return metrics
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or infinite; the message says when and what to change."""
+
+
+def fit(
+    model: ImportanceWeightedAutoencoder,
+    config: TrainConfig,
+    workdir: str,
+    train_ds: tf.data.Dataset,
+    test_ds: tf.data.Dataset,
+    num_train: int,
+    data_position: DataPosition,
+) -> dict[str, Any]:
+    """`model.fit` with the run's callbacks; returns what metrics.json reports of it.
+
+    Returns:
+      {"train_steps", "train_seconds" (wall time of fit), "last_epoch" (the last epoch's logs)}.
+
+    Raises:
+      TrainingDivergedError: The loss became NaN or infinite (Keras' TerminateOnNaN stopped
+        fit); nothing is saved, since a NaN model has no test NLL worth reporting.
+    """
+    epochs = schedules.num_epochs(config.schedule, config.epochs, config.stages)
+    per_epoch = steps_per_epoch(config, num_train)
+    logging.info(
+        "Training %s (k=%d) on %s: %d examples, %d epochs of batch %d, %d replica(s).",
+        config.model,
+        config.k,
+        config.dataset,
+        num_train,
+        epochs,
+        config.batch_size,
+        model.distribute_strategy.num_replicas_in_sync,
+    )
+    callbacks = [
+        LearningRateLogger(),  # First: the callbacks below see the rate it adds to the logs.
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR)),
+        data_position,  # After BackupAndRestore, which restores the step it reads.
+        HistoryLogger(os.path.join(workdir, HISTORY_FILE), per_epoch),  # Likewise.
+    ]
+    if config.tensorboard:
+        callbacks += tensorboard_callbacks(config, workdir, test_ds)
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        epochs=epochs,
+        steps_per_epoch=per_epoch,
+        validation_data=test_ds,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    train_seconds = time.perf_counter() - start
+    train_steps = int(model.optimizer.iterations.numpy())
+    losses = history.history.get("loss", [])
+    if model.stop_training or (losses and not math.isfinite(losses[-1])):
+        raise TrainingDivergedError(
+            f"training diverged: the loss became NaN or infinite by step {train_steps}; lower "
+            f"--learning_rate (was {config.learning_rate:g}) or check the data"
+        )
+    return {
+        "train_steps": train_steps,
+        "train_seconds": train_seconds,
+        "last_epoch": {name: float(values[-1]) for name, values in history.history.items()},
+    }
+
+
+def _exported_by(export_dir: str, config: TrainConfig) -> bool:
+    """Whether export_dir holds the export of a run with `config` (a killed run's rerun may
+    replace it: the weights it was exported from are the run's own)."""
+    try:
+        metadata = serving.read_metadata(export_dir)
+    except OSError:
+        return False
+    return metadata.get("config") == json.loads(json.dumps(config.to_dict()))
 
 
 def eval_data(config: TrainConfig, split: str, batch_size: int | None = None) -> tf.data.Dataset:
@@ -314,6 +398,33 @@ class DataPosition(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.step.assign(tf.cast(self.model.optimizer.iterations, tf.int64))
+
+
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger in append mode that, when a run resumes, first drops the rows of the
+    epochs the backup did not keep.
+
+    A run killed after an epoch's row was written but before its backup was saved repeats that
+    epoch when it resumes; without the pruning, history.csv would list it twice. Place it after
+    `BackupAndRestore`, whose restored step count it reads in `on_train_begin`.
+    """
+
+    def __init__(self, filename: str, steps_per_epoch: int) -> None:
+        super().__init__(filename, append=True)
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        kept_epochs = int(self.model.optimizer.iterations.numpy()) // self.steps_per_epoch
+        if os.path.exists(self.filename):
+            with open(self.filename, newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                header, body = rows[0], rows[1:]
+                kept = [row for row in body if row and int(float(row[0])) < kept_epochs]
+                if len(kept) != len(body):
+                    with files.atomic_write(self.filename, newline="") as f:
+                        csv.writer(f).writerows([header, *kept])
+        super().on_train_begin(logs)
 
 
 class LearningRateLogger(keras.callbacks.Callback):
