@@ -29,7 +29,13 @@ setup(
     ],
     package_data={"iwae_tf.experiments": ["*.json"]},
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.6", "matplotlib"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6.100",
+            "ruff==0.17.6",
+            "matplotlib",
+        ],
         "plots": ["matplotlib"],
     },
 )

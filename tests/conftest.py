@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from iwae_tf.data.mnist import PICKLE_ENV_VAR
 
@@ -20,3 +21,18 @@ def mnist_data_dir(tmp_path_factory):
         if saved is not None:
             os.environ[PICKLE_ENV_VAR] = saved
     return data_dir
+
+
+# hypothesis profiles (tests/test_fuzz.py): few examples in CI, many more on request with
+# HYPOTHESIS_PROFILE=local. No example database in CI: a clean clone has nothing to replay.
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "local", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
