@@ -350,7 +350,14 @@ def log_weight_statistics(
 
     Returns:
       The statistics, in the order of x.
+
+    Raises:
+      ValueError: A Python-int num_samples or max_rows outside [1, 2^31 - 1] (a tensor K is
+        the caller's to check, as the exported `score` does in its graph).
     """
+    if not isinstance(num_samples, tf.Tensor):
+        num_samples = serving.check_count("num_samples", num_samples)
+    max_rows = serving.check_count("max_rows", max_rows)
     x = tf.convert_to_tensor(x)
     if jit_compile and isinstance(num_samples, int):
         return _compiled_statistics(model, x, num_samples, seed, max_rows, group_size)

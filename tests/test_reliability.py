@@ -640,6 +640,13 @@ SCRIPT_CASES = [
         ("--variants=iwae", "--output={tmp}/nowhere/bench.json"),
     ),
     Case(
+        "scripts/benchmark_noise.py",
+        "flags",
+        "--repeats=0",
+        "flag --repeats=0: 0 is not a positive integer",
+        ("--repeats=0",),
+    ),
+    Case(
         "scripts/benchmark_evaluation.py",
         "destinations",
         "--output in a missing directory",
@@ -682,6 +689,15 @@ def _signature(s, x=None, k=2):
     x = s.images if x is None else x
     score = serving.load_saved_model(s.model).signatures["score"]
     return score(x=tf.constant(x), k=tf.constant(k, tf.int64), seed=tf.constant(0, tf.int64))
+
+
+def _in_memory_score(s, num_samples, **kwargs):
+    import tensorflow as tf
+
+    from iwae_tf import evaluation, rng
+
+    seed = rng.from_int(0)
+    return evaluation.score(_model(s), tf.constant(s.images), num_samples, seed, **kwargs)
 
 
 def _config(**fields):
@@ -914,6 +930,27 @@ LIBRARY_CASES = [
             ),
         ]
     ],
+    # evaluation.score, what the exported `score` computes, called in memory.
+    *[
+        Case("evaluation.score", "sample counts", what, message, call=call)
+        for what, message, call in [
+            (
+                "num_samples=0",
+                "num_samples must be an integer in [1, 2^31 - 1]; got 0",
+                lambda s: _in_memory_score(s, 0),
+            ),
+            (
+                "num_samples=2**31",
+                "num_samples must be an integer in [1, 2^31 - 1]",
+                lambda s: _in_memory_score(s, 2**31),
+            ),
+            (
+                "max_rows=0",
+                "max_rows must be an integer in [1, 2^31 - 1]; got 0",
+                lambda s: _in_memory_score(s, 2, max_rows=0),
+            ),
+        ]
+    ],
     # export_saved_model.
     Case(
         "export_saved_model",
@@ -1110,6 +1147,7 @@ def test_every_entry_point_meets_every_class():
             "flags",
         },
         "TrainConfig": {"flags", "sample counts"},
+        "evaluation.score": {"sample counts"},
         "build_model": {"flags", "sample counts"},
     }
     missing = [
