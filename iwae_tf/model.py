@@ -88,14 +88,15 @@ class ImportanceWeightedAutoencoder(keras.Model):
           **kwargs: Passed to `keras.Model`.
         """
         super().__init__(**kwargs)
-        if num_importance_samples < 1:
-            raise ValueError(f"num_importance_samples must be >= 1, got {num_importance_samples}.")
+        num_importance_samples = serving.check_count(
+            "num_importance_samples", num_importance_samples
+        )
         if isinstance(objective, str):
             objective = bounds.Objective(objective)
         objective.check(num_importance_samples)
         estimators.check(estimator, objective)
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
+        if not (math.isfinite(kl_weight) and kl_weight >= 0):
+            raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight}.")
         if kl_weight > 0 and not num_train_examples:
             raise ValueError("kl_weight > 0 needs num_train_examples to scale the KL per example.")
         self.encoder = encoder
@@ -364,7 +365,6 @@ def build_model(
     """
     if variant not in VARIANTS:
         raise ValueError(f"Unknown model variant {variant!r}; expected one of {sorted(VARIANTS)}.")
-    serving.check_count("num_importance_samples", num_importance_samples)
     if len(latent_sizes) != len(hidden_sizes):
         raise ValueError(
             f"latent_sizes and hidden_sizes need one entry per stochastic layer; got "
@@ -376,8 +376,6 @@ def build_model(
     for name, value in [("init_scale", init_scale), ("prior_scale", prior_scale)]:
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0; got {value}")
-    if not (math.isfinite(kl_weight) and kl_weight >= 0):
-        raise ValueError(f"kl_weight must be a finite number >= 0; got {kl_weight}")
     spec = VARIANTS[variant]
     if spec.uncertain_encoder or spec.uncertain_decoder:
         if not dense_layers.is_uncertain(uncertain_layer_kind):
