@@ -166,6 +166,17 @@ class TrainConfig:
     test_split: str = setting(
         "test", "tfds split to report the NLL on; binarized once, with a fixed seed."
     )
+    validation_split: str | None = setting(
+        None,
+        "tfds split validated on after every epoch (the history's val_ columns), binarized once "
+        "like the test split; None: the test split.",
+    )
+    select_best: bool = setting(
+        False,
+        "Evaluate and export the weights of the epoch with the best validation bound "
+        "(val_iwae_bound) instead of the last epoch's; needs a validation_split other than "
+        "the test split.",
+    )
     eval_batch_size: int = setting(100, "Examples per evaluation batch.", minimum=1)
     data_dir: str | None = setting(None, "tfds data directory (None: the tfds default).")
     jit_compile: bool | None = setting(
@@ -221,6 +232,12 @@ class TrainConfig:
                 f"latent_sizes and hidden_sizes need one entry per stochastic layer; got "
                 f"{len(self.latent_sizes)} latent sizes and {len(self.hidden_sizes)} hidden "
                 "size lists (separate the lists with '/', e.g. --hidden_sizes=200,200/100,100)"
+            )
+        if self.select_best and self.validation_split in (None, self.test_split):
+            raise ValueError(
+                "select_best picks an epoch by its validation bound, which must not be the test "
+                "set's: give --validation_split (e.g. train[50000:] beside "
+                "--train_split=train[:50000])"
             )
         spec = VARIANTS[self.model]
         if self.kl_weight > 0 and not (spec.uncertain_encoder or spec.uncertain_decoder):

@@ -45,6 +45,7 @@ HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"
+BEST_PREFIX = os.path.join("best", "model")
 EXPORT_ROOT = "exported"
 WEIGHTS_PREFIX = os.path.join("weights", "model")
 
@@ -176,8 +177,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         workdir = os.path.join(workdir, f"worker_{strategy.cluster_resolver.task_id}")
     # Split names with typos, and empty splits, fail before any write.
     num_train = data.num_examples(config.dataset, config.train_split, config.data_dir)
-    num_test = data.num_examples(config.dataset, config.test_split, config.data_dir)
-    for split, count in [(config.train_split, num_train), (config.test_split, num_test)]:
+    counts = {config.train_split: num_train}
+    for split in filter(None, [config.test_split, config.validation_split]):
+        counts[split] = data.num_examples(config.dataset, split, config.data_dir)
+    for split, count in counts.items():
         if count == 0:
             raise ValueError(f"split {split!r} of {config.dataset!r} holds no examples")
     check_workdir(workdir, config)
@@ -208,8 +211,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         binarization=config.binarization,
     )
     test_ds = eval_data(config, config.test_split)
+    validation_ds = (
+        eval_data(config, config.validation_split) if config.validation_split else test_ds
+    )
     if config.strategy == "multi_worker":
-        train_ds, test_ds = (_shard_by_data(ds) for ds in (train_ds, test_ds))
+        train_ds, test_ds, validation_ds = (
+            _shard_by_data(ds) for ds in (train_ds, test_ds, validation_ds)
+        )
     with strategy.scope():
         model = make_model(config, num_train)
     epochs = schedules.num_epochs(config.schedule, config.epochs, config.stages)
@@ -220,7 +228,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         model.load_weights(os.path.join(workdir, WEIGHTS_PREFIX)).expect_partial()
         logging.info("Training had finished in %s; evaluating its weights.", workdir)
     else:
-        training = fit(model, config, workdir, train_ds, test_ds, num_train, data_position)
+        training = fit(
+            model, config, workdir, train_ds, validation_ds, test_ds, num_train, data_position
+        )
         model.save_weights(os.path.join(workdir, WEIGHTS_PREFIX))
         if chief:
             files.write_json(training_path, training)
@@ -230,7 +240,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
     )
     eval_seconds = time.perf_counter() - start
 
-    last = training["last_epoch"]
+    # The figures of the evaluated weights: the selected epoch's (the last, unless select_best).
+    last = training["selected_epoch_logs"]
+    validation_bound = float(last.get("val_iwae_bound", float("nan")))
     metrics = {
         "model": config.model,
         "dataset": config.dataset,
@@ -244,7 +256,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         "num_test_examples": int(len(estimates.log_px)),
         "train_loss": float(last.get("loss", float("nan"))),
         "train_iwae_bound": float(last.get("iwae_bound", float("nan"))),
-        "test_iwae_bound": float(last.get("val_iwae_bound", float("nan"))),
+        # The per-epoch validation ran on the test split unless a validation split was given.
+        "test_iwae_bound": None if config.validation_split else validation_bound,
+        "validation_iwae_bound": validation_bound,
+        "selected_epoch": training["selected_epoch"],
         "train_steps": training["train_steps"],
         "train_seconds": training["train_seconds"],
         "eval_seconds": eval_seconds,
@@ -281,14 +296,19 @@ def fit(
     config: TrainConfig,
     workdir: str,
     train_ds: tf.data.Dataset,
+    validation_ds: tf.data.Dataset,
     test_ds: tf.data.Dataset,
     num_train: int,
     data_position: DataPosition,
 ) -> dict[str, Any]:
     """`model.fit` with the run's callbacks; returns what metrics.json reports of it.
 
+    With `config.select_best`, the model leaves holding the weights of the epoch with the best
+    validation bound (`BestWeights`).
+
     Returns:
-      {"train_steps", "train_seconds" (wall time of fit), "last_epoch" (the last epoch's logs)}.
+      {"train_steps", "train_seconds" (wall time of fit), "last_epoch" (the last epoch's logs),
+      "selected_epoch" (0-based; the last one unless select_best), "selected_epoch_logs"}.
 
     Raises:
       TrainingDivergedError: The loss became NaN or infinite (Keras' TerminateOnNaN stopped
@@ -306,9 +326,12 @@ def fit(
         config.batch_size,
         model.distribute_strategy.num_replicas_in_sync,
     )
+    best = BestWeights(os.path.join(workdir, BEST_PREFIX)) if config.select_best else None
     callbacks = [
         LearningRateLogger(),  # First: the callbacks below see the rate it adds to the logs.
         keras.callbacks.TerminateOnNaN(),
+        # Before the backup: a kill between the two repeats the epoch, so no best is lost.
+        *([best] if best else []),
         keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR)),
         data_position,  # After BackupAndRestore, which restores the step it reads.
         HistoryLogger(os.path.join(workdir, HISTORY_FILE), per_epoch),  # Likewise.
@@ -320,7 +343,7 @@ def fit(
         train_ds,
         epochs=epochs,
         steps_per_epoch=per_epoch,
-        validation_data=test_ds,
+        validation_data=validation_ds,
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -332,10 +355,16 @@ def fit(
             f"training diverged: the loss became NaN or infinite by step {train_steps}; lower "
             f"--learning_rate (was {config.learning_rate:g}) or check the data"
         )
+    last_epoch = {name: float(values[-1]) for name, values in history.history.items()}
+    selected = {"epoch": epochs - 1, "logs": last_epoch}
+    if best is not None:
+        selected = best.restore()
     return {
         "train_steps": train_steps,
         "train_seconds": train_seconds,
-        "last_epoch": {name: float(values[-1]) for name, values in history.history.items()},
+        "last_epoch": last_epoch,
+        "selected_epoch": selected["epoch"],
+        "selected_epoch_logs": selected["logs"],
     }
 
 
@@ -425,6 +454,48 @@ class HistoryLogger(keras.callbacks.CSVLogger):
                     with files.atomic_write(self.filename, newline="") as f:
                         csv.writer(f).writerows([header, *kept])
         super().on_train_begin(logs)
+
+
+class BestWeights(keras.callbacks.ModelCheckpoint):
+    """Keras' ModelCheckpoint of the best val_iwae_bound, whose best survives a resume.
+
+    ModelCheckpoint keeps its best value in memory; a resumed run would start again from -inf
+    and overwrite the best weights with a worse epoch's. This one also writes the best epoch,
+    value and logs to PREFIX.json (after the weights) and starts from them.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.state_path = prefix + ".json"
+        state = self._state()
+        super().__init__(
+            prefix,
+            monitor="val_iwae_bound",
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=state["logs"]["val_iwae_bound"] if state else None,
+        )
+
+    def _state(self) -> dict[str, Any] | None:
+        if not os.path.exists(self.state_path):
+            return None
+        with open(self.state_path) as f:
+            return json.load(f)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        previous = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != previous:
+            values = {name: float(value) for name, value in (logs or {}).items()}
+            files.write_json(self.state_path, {"epoch": epoch, "logs": values})
+
+    def restore(self) -> dict[str, Any]:
+        """Loads the best weights into the model; returns {"epoch", "logs"} of that epoch."""
+        state = self._state()
+        if state is None:
+            raise ValueError("no epoch reported a finite val_iwae_bound; nothing to select")
+        self.model.load_weights(self.filepath).expect_partial()
+        return state
 
 
 class LearningRateLogger(keras.callbacks.Callback):

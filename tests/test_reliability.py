@@ -515,6 +515,16 @@ SCRIPT_CASES = [
                 ),
                 ("a positional argument", "unexpected arguments: extra", ["extra"]),
                 (
+                    "--select_best without --validation_split",
+                    "must not be the test set's: give --validation_split",
+                    ["--select_best"],
+                ),
+                (
+                    "a --validation_split with a typo",
+                    "Unknown split 'valid'",
+                    ["--validation_split=valid", "--select_best"],
+                ),
+                (
                     "--learning_rate=1e30 (training diverges)",
                     "training diverged: the loss became NaN or infinite",
                     ["--learning_rate=1e30", *tiny_flags()],
@@ -1027,6 +1037,12 @@ LIBRARY_CASES = [
                 {"eval_k": 2**31},
             ),
             ("flags", "an unknown model", "unknown model 'iwea'", {"model": "iwea"}),
+            (
+                "flags",
+                "select_best validated on the test split",
+                "select_best picks an epoch by its validation bound",
+                {"select_best": True},
+            ),
         ]
     ],
     # build_model.

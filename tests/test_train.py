@@ -15,7 +15,7 @@ import tf_keras as keras
 
 from iwae_tf import data
 from iwae_tf.config import TrainConfig
-from iwae_tf.train import check_workdir, make_model, train_and_evaluate
+from iwae_tf.train import BestWeights, check_workdir, load_run, make_model, train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO, "scripts", "train.py")
@@ -439,3 +439,64 @@ def test_trains_on_a_mocked_tfds_dataset_of_its_own_shape(
     log_px = exported.score(x, k=5, seed=1)["log_px"]
     assert abs(-np.mean(log_px) - metrics["test_nll"]) < 3 * metrics["test_nll_stderr"]
     assert exported.sample(2, seed=0)["images"].shape == (2, *shape)
+
+
+def test_select_best_evaluates_the_epoch_with_the_best_validation_bound(mnist_data_dir, tmp_path):
+    config = TrainConfig(
+        k=2,
+        epochs=3,
+        steps_per_epoch=10,
+        eval_k=5,
+        latent_sizes=(4,),
+        hidden_sizes=((16,),),
+        train_split="train[:400]",
+        validation_split="train[400:500]",
+        select_best=True,
+        test_split="test[:50]",
+        eval_batch_size=50,
+        data_dir=mnist_data_dir,
+        export_dir=str(tmp_path / "export"),
+        tensorboard=False,
+    )
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    bounds = [float(r["val_iwae_bound"]) for r in rows]
+    assert metrics["selected_epoch"] == int(np.argmax(bounds))
+    assert metrics["validation_iwae_bound"] == pytest.approx(max(bounds), rel=1e-6)
+    assert metrics["test_iwae_bound"] is None  # Validation was not on the test set.
+    # The history's val_ columns are the validation split's: its bound, recomputed.
+    _, model = load_run(str(tmp_path / "run"))
+    validation = data.eval_dataset("mnist", "train[400:500]", 50, data_dir=mnist_data_dir)
+    recomputed = model.evaluate(validation, return_dict=True, verbose=0)["iwae_bound"]
+    assert recomputed == pytest.approx(max(bounds), abs=3.0)  # Other draws, same weights.
+    with pytest.raises(ValueError, match="select_best picks an epoch"):
+        TrainConfig(select_best=True).validate()
+
+
+def test_best_weights_keep_the_best_epoch_across_a_resume(tmp_path):
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+    model.compile(loss="mse")
+    prefix = str(tmp_path / "best" / "model")
+
+    def run_epochs(callback, values, first_epoch=0):
+        callback.set_model(model)
+        callback.on_train_begin()
+        for epoch, value in enumerate(values, first_epoch):
+            model.layers[0].kernel.assign([[float(epoch)]])
+            callback.on_epoch_end(epoch, {"val_iwae_bound": value})
+
+    run_epochs(BestWeights(prefix), [-100.0, -90.0, -95.0])
+    # Resumed: a new callback (a new process) sees a worse epoch and keeps epoch 1.
+    resumed = BestWeights(prefix)
+    run_epochs(resumed, [-92.0], first_epoch=3)
+    state = resumed.restore()
+    assert state["epoch"] == 1 and state["logs"]["val_iwae_bound"] == -90.0
+    assert model.layers[0].kernel.numpy()[0, 0] == 1.0
+    # Negative control: Keras' ModelCheckpoint forgets its best on resume and overwrites it.
+    plain = keras.callbacks.ModelCheckpoint(
+        prefix, monitor="val_iwae_bound", mode="max", save_best_only=True, save_weights_only=True
+    )
+    run_epochs(plain, [-92.0], first_epoch=3)
+    model.load_weights(prefix)
+    assert model.layers[0].kernel.numpy()[0, 0] == 3.0
