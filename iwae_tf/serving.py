@@ -2,8 +2,9 @@
 
 `load_exported(path)` reads a SavedModel written by `iwae_tf.export` into an `ExportedModel`
 (numpy in, numpy out); `scripts/score.py` scores files with it. Importing this module loads
-only TensorFlow, numpy and `iwae_tf.rng`, so a machine that scores needs none of the training
-code's dependencies (the package's `__init__` imports its submodules lazily).
+only TensorFlow, numpy, `iwae_tf.rng` and `iwae_tf.logs` (absl), so a machine that scores
+needs none of the training code's dependencies (the package's `__init__` imports its
+submodules lazily).
 
 **Inputs follow the data.** A model's examples have the shape of its training data, recorded
 in the metadata as `architecture.data_shape`: [H, W, C] images, or [D] rows (exports before
@@ -57,7 +58,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from iwae_tf import rng
+from iwae_tf import logs, rng
 
 METADATA_FILE = "metadata.json"
 
@@ -157,7 +158,7 @@ def check_images(x: Any, shape: int | Sequence[int], binary: bool = True) -> np.
     except (ValueError, TypeError) as e:  # Ragged nested lists.
         raise ValueError(
             f"{MSG_DTYPE} of one shape; got an unconvertible {type(x).__name__}: "
-            f"{str(e).splitlines()[0]}"
+            f"{logs.error_line(e)}"
         ) from None
     size = int(np.prod(shape))
     if len(shape) > 1 and x.ndim == 2 and x.shape[1] == size:
@@ -326,7 +327,7 @@ def read_metadata(path: str) -> dict[str, Any]:
         ) from None
     except (OSError, ValueError) as e:  # ValueError: JSON syntax, bad UTF-8.
         raise OSError(
-            f"cannot read {metadata_path}: {_first_line(e)}; export the model again"
+            f"cannot read {metadata_path}: {logs.error_line(e)}; export the model again"
         ) from None
     if not isinstance(metadata, dict):
         raise OSError(f"{metadata_path} is not a JSON object; export the model again")
@@ -348,13 +349,8 @@ def load_saved_model(path: str) -> Any:
     except Exception as e:  # TensorFlow: OSError, IndexError, DataLossError, ...
         raise OSError(
             f"cannot load the SavedModel in {path}: it is truncated or corrupt "
-            f"({type(e).__name__}: {_first_line(e)}); copy or export it again"
+            f"({type(e).__name__}: {logs.error_line(e)}); copy or export it again"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def input_spec(metadata: dict[str, Any]) -> tuple[tuple[int, ...], bool] | None:
@@ -454,7 +450,7 @@ class ExportedModel:
         try:
             z = np.asarray(z, np.float32)
         except (ValueError, TypeError) as e:
-            raise ValueError(f"z must be a float array; {_first_line(e)}") from None
+            raise ValueError(f"z must be a float array; {logs.error_line(e)}") from None
         if z.ndim != 2 or z.shape[1] != self.latent_sizes[-1]:
             raise ValueError(f"z must be [N, {self.latent_sizes[-1]}]; got shape {z.shape}")
         if not np.isfinite(z).all():

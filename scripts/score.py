@@ -190,7 +190,7 @@ def main(argv: list[str]) -> None:
             signature = serving.load_saved_model(path).signatures["score"]
         scores = score(signature, x)
     # OSError: an unreadable model; OpError: the in-graph checks (the host checks come first).
-    except (InputError, ValueError, OSError, tf.errors.OpError) as e:
+    except (ValueError, OSError, tf.errors.OpError) as e:  # InputError is a ValueError.
         logs.fail(e)
     with files.atomic_write(flags.FLAGS.output, newline="") as f:
         writer = csv.writer(f)
