@@ -390,6 +390,23 @@ def eval_data(config: TrainConfig, split: str, batch_size: int | None = None) ->
     )
 
 
+def training_data(
+    config: TrainConfig, num_examples: int | None = None, batch_size: int | None = None
+) -> tf.data.Dataset:
+    """The run's training split as it trained on it (`data.training_set`): a static run's own
+    binarization, so that a training-set NLL measures the fit to the images it saw; the first
+    `num_examples` of them, or all."""
+    return data.training_set(
+        config.dataset,
+        config.train_split,
+        batch_size or config.eval_batch_size,
+        config.seed,
+        data_dir=config.data_dir,
+        binarization=config.binarization,
+        num_examples=num_examples,
+    )
+
+
 def layer_types(variant: str, uncertain_layer_kind: str) -> dict[str, str]:
     """The `iwae_tf.layers` kind of the encoder's and the decoder's dense layers."""
     spec = VARIANTS[variant]

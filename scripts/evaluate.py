@@ -4,17 +4,19 @@ Example:
 
   python scripts/evaluate.py --run_dir=runs/mnist_iwae_k5 --k=5000 --per_example_csv=nll.csv
 
-Rebuilds the run's model (`iwae_tf.train.load_run`), estimates on --split (default: the run's
-test split, binarized once with the fixed seed) the NLL -log (1/K) sum_j w_j with K = --k
-importance samples, its standard error over examples, the ELBO and the k-sample bound L_k at
-the training k from the same samples, and the active units of every stochastic layer (Burda
-et al. 2016), all by `iwae_tf.evaluation.evaluate`. Writes the figures, wall time and peak
-resident memory to --output (default RUN_DIR/evaluation.json) and, on request, the
-per-example values to a CSV.
+Rebuilds the run's model (`iwae_tf.train.load_run`) and estimates, on --split (default: the
+run's test split, binarized once with the fixed seed), the NLL -log (1/K) sum_j w_j with
+K = --k importance samples, its standard error over examples, the ELBO and the k-sample bound
+L_k at the training k from the same samples, and the active units of every stochastic layer
+(Burda et al. 2016), all by `iwae_tf.evaluation.evaluate`. --as_trained evaluates the run's
+training split as it trained on it instead (a static run's own binarization): the training-set
+side of the train-test gap. Writes the figures, wall time and peak resident memory to --output
+(default RUN_DIR/evaluation.json) and, on request, the per-example values to a CSV.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import sys
@@ -32,6 +34,15 @@ from iwae_tf import data, evaluation, files, serving, train  # noqa: E402
 flags.DEFINE_string("run_dir", None, "A finished training run (scripts/train.py).", required=True)
 flags.DEFINE_integer("k", 5000, "Importance samples per example.", lower_bound=1)
 flags.DEFINE_string("split", None, "tfds split to evaluate on (default: the run's test split).")
+flags.DEFINE_bool(
+    "as_trained",
+    False,
+    "Evaluate the run's training split as it trained on it (a static run's own binarization), "
+    "instead of --split: the training-set NLL of the train-test gap.",
+)
+flags.DEFINE_integer(
+    "num_examples", None, "Only the first this many examples (default: all).", lower_bound=1
+)
 flags.DEFINE_string("per_example_csv", None, "Optional CSV of per-example estimates.")
 flags.DEFINE_integer(
     "max_rows",
@@ -63,15 +74,23 @@ def main(argv: list[str]) -> None:
         files.check_writable(output, "--output")
         if f.per_example_csv:
             files.check_writable(f.per_example_csv, "--per_example_csv")
+        if f.as_trained and f.split:
+            raise ValueError("--as_trained evaluates the run's training split; drop --split")
         config, model = train.load_run(f.run_dir)
-        split = f.split or config.test_split
-        dataset = data.eval_dataset(
-            config.dataset,
-            split,
-            f.batch_size or config.eval_batch_size,
-            data_dir=f.data_dir or config.data_dir,
-            binarization=config.binarization,
-        )
+        if f.data_dir:
+            config = dataclasses.replace(config, data_dir=f.data_dir)
+        if f.as_trained:
+            split = config.train_split
+            dataset = train.training_data(config, f.num_examples, f.batch_size)
+        else:
+            split = f.split or config.test_split
+            dataset = train.eval_data(config, split, f.batch_size)
+            if f.num_examples:
+                dataset = (
+                    dataset.unbatch()
+                    .take(f.num_examples)
+                    .batch(f.batch_size or config.eval_batch_size)
+                )
         start = time.perf_counter()
         result = evaluation.evaluate(
             model,
@@ -91,6 +110,7 @@ def main(argv: list[str]) -> None:
         "model": config.model,
         "dataset": config.dataset,
         "split": split,
+        "as_trained": f.as_trained,
         **result.summary(),
         "max_rows": f.max_rows,
         "seconds": seconds,

@@ -45,7 +45,8 @@ flags.DEFINE_integer(
 flags.DEFINE_string(
     "train_eval_split",
     reproduce.DEFAULT_TRAIN_EVAL_SPLIT,
-    "Training examples the train-set NLL is estimated on.",
+    "Training examples the train-set NLL is estimated on (for a statically binarized run, as "
+    "many from the start of its training split, in its own binarization).",
 )
 flags.DEFINE_string("output_dir", None, "Where runs, results and plots go.")
 flags.DEFINE_bool("plots", True, "Draw the PNG plots (needs matplotlib).")

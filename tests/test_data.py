@@ -27,6 +27,7 @@ from iwae_tf.data import (
     num_examples,
     reachability,
     train_dataset,
+    training_set,
 )
 from iwae_tf.data.mnist import PICKLE_ENV_VAR
 
@@ -463,6 +464,36 @@ def test_static_binarization_is_one_fixed_draw_per_seed(fake):
     d1, d2 = (b.reshape(NUM_FAKE_TRAIN, 784) for b in dynamic)
     row = {i: r for i, r in zip(_image_ids(d1), d1, strict=True)}
     assert any(not np.array_equal(r, row[i]) for i, r in zip(_image_ids(d2), d2, strict=True))
+
+
+def test_training_set_is_the_static_draw_the_run_trained_on(fake):
+    """A static run's training-set NLL must see its own binary images, in stored order."""
+    data_dir = fake["data_dir"]
+    trained = _batches(
+        train_dataset("mnist", NUM_FAKE_TRAIN, 3, data_dir, binarization="static"), 1
+    )[0].reshape(NUM_FAKE_TRAIN, 784)
+    by_id = {i: row for i, row in zip(_image_ids(trained), trained, strict=True)}
+    images = _concat(training_set("mnist", "train", 4, 3, data_dir, binarization="static"))
+    images = images.reshape(NUM_FAKE_TRAIN, 784)
+    np.testing.assert_array_equal(_image_ids(images), np.arange(NUM_FAKE_TRAIN))
+    for i, row in enumerate(images):
+        np.testing.assert_array_equal(row, by_id[i])
+    first = _concat(
+        training_set("mnist", "train", 4, 3, data_dir, binarization="static", num_examples=6)
+    )
+    np.testing.assert_array_equal(first.reshape(6, 784), images[:6])
+    # Negative controls: the evaluation's fixed draw of the same split, and another seed's
+    # static draw, are other binary images.
+    fresh = _concat(eval_dataset("mnist", "train", 4, data_dir=data_dir)).reshape(-1, 784)
+    other = _concat(training_set("mnist", "train", 4, 4, data_dir, binarization="static"))
+    for control in (fresh, other.reshape(-1, 784)):
+        np.testing.assert_array_equal(_image_ids(control), np.arange(NUM_FAKE_TRAIN))
+        assert not np.array_equal(control, images)
+    # A dynamic run saw no one draw: it gets the evaluation's.
+    dynamic = _concat(training_set("mnist", "train", 4, 3, data_dir, num_examples=5))
+    np.testing.assert_array_equal(dynamic.reshape(5, 784), fresh[:5])
+    with pytest.raises(ValueError, match="num_examples must be positive"):
+        training_set("mnist", "train", 4, 3, data_dir, num_examples=0)
 
 
 def test_binarization_none_keeps_the_intensities(fake):

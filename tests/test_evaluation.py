@@ -20,7 +20,7 @@ from scipy import special
 from iwae_tf import data, evaluation, rng
 from iwae_tf.config import TrainConfig
 from iwae_tf.model import build_model
-from iwae_tf.train import load_run, train_and_evaluate
+from iwae_tf.train import load_run, train_and_evaluate, training_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIXELS = 20
@@ -338,3 +338,53 @@ def test_evaluate_script_on_a_finished_run(mnist_data_dir, tmp_path):
     ds = data.eval_dataset("mnist", "test[:40]", 25, data_dir=mnist_data_dir)
     direct = evaluation.evaluate(model, ds, num_samples=30, train_k=3, max_rows=200, seed=0)
     assert direct.summary()["nll"] == pytest.approx(summary["nll"], rel=1e-5)
+
+
+def test_evaluate_script_as_trained_scores_a_static_runs_own_images(mnist_data_dir, tmp_path):
+    """--as_trained is the training-set side of the train-test gap: the run's own draw."""
+    run_dir = tmp_path / "run"
+    config = TrainConfig(
+        model="iwae",
+        k=3,
+        epochs=1,
+        steps_per_epoch=20,
+        eval_k=10,
+        latent_sizes=(6,),
+        hidden_sizes=((32,),),
+        binarization="static",
+        seed=5,
+        train_split="train[100:500]",
+        test_split="test[:50]",
+        eval_batch_size=25,
+        data_dir=mnist_data_dir,
+        export_dir=str(tmp_path / "export"),
+    )
+    train_and_evaluate(config, str(run_dir))
+    output = tmp_path / "train_eval.json"
+    command = [
+        sys.executable,
+        os.path.join(REPO, "scripts", "evaluate.py"),
+        f"--run_dir={run_dir}",
+        "--k=20",
+        "--as_trained",
+        "--num_examples=40",
+        f"--output={output}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output) as f:
+        summary = json.load(f)
+    assert summary["as_trained"] and summary["split"] == "train[100:500]"
+    assert summary["num_examples"] == 40
+    own, model = load_run(str(run_dir))
+    direct = evaluation.evaluate(model, training_data(own, 40), num_samples=20, seed=0)
+    assert direct.summary()["nll"] == pytest.approx(summary["nll"], rel=1e-5)
+    # Negative control: the evaluation's fresh draw of the same 40 images, with the same
+    # importance samples, is not what the script scored.
+    fresh = data.eval_dataset("mnist", "train[100:140]", 25, data_dir=mnist_data_dir)
+    wrong = evaluation.evaluate(model, fresh, num_samples=20, seed=0)
+    assert wrong.summary()["nll"] != pytest.approx(summary["nll"], rel=1e-5)
+    # --as_trained names its own split.
+    clash = subprocess.run([*command, "--split=test"], capture_output=True, text=True, timeout=600)
+    assert clash.returncode == 1
+    assert clash.stderr.strip().splitlines()[-1].endswith("drop --split")

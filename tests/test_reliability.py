@@ -403,6 +403,14 @@ SCRIPT_CASES = [
     ),
     Case(
         "scripts/evaluate.py",
+        "flags",
+        "--as_trained with a --split",
+        "--as_trained evaluates the run's training split; drop --split",
+        ("--run_dir={run}", "--k=2", "--as_trained", "--split=test", "--output={tmp}/eval.json"),
+        absent=("{tmp}/eval.json",),
+    ),
+    Case(
+        "scripts/evaluate.py",
         "empty input",
         "an empty split, --split=test[:0]",
         "corresponds to no data",

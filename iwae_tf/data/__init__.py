@@ -26,6 +26,7 @@ from iwae_tf.data.pipeline import (
     mean_image,
     num_examples,
     train_dataset,
+    training_set,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "mnist_pickle_path",
     "num_examples",
     "train_dataset",
+    "training_set",
 ]

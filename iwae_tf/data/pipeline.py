@@ -13,7 +13,8 @@ Images come from TFDS builders (prepared on first use) as float32 intensities `[
 * `"none"`: the intensities themselves, for continuous likelihoods (`iwae_tf.likelihoods`).
 
 `eval_dataset` binarizes once (unless `"none"`): example `i` of a split always gets the same
-binarization for a given seed, in every epoch, run and process.
+binarization for a given seed, in every epoch, run and process. `training_set` reads a run's
+training split as the run saw it, for the training-set NLL: a `"static"` run's own draw.
 
 A dataset is named as TFDS names it, `name[/config][:version]`, e.g. `"fashion_mnist"`,
 `"cifar10"` or `"emnist/letters"`: any TFDS dataset with one image feature of a fixed shape
@@ -63,6 +64,7 @@ __all__ = [
     "mean_image",
     "num_examples",
     "train_dataset",
+    "training_set",
 ]
 
 BINARIZATIONS: tuple[str, ...] = ("dynamic", "static", "none")
@@ -279,6 +281,14 @@ def _static_binarization(images: tf.data.Dataset, seed: int) -> tf.data.Dataset:
     )
 
 
+def _fixed_binarization(images: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """Example i becomes Bernoulli(intensities), seed (seed, i): the evaluation draw."""
+    base_seed = tf.constant(seed, tf.int64)
+    return images.enumerate().map(
+        lambda i, image: binarize(image, tf.stack([base_seed, i])), num_parallel_calls=_AUTOTUNE
+    )
+
+
 def train_dataset(
     dataset: str,
     batch_size: int,
@@ -406,11 +416,56 @@ def eval_dataset(
     _check_binarization(binarization)
     images = load_images(dataset, split, data_dir)
     if binarization != "none":
-        base_seed = tf.constant(seed, tf.int64)
-        images = images.enumerate().map(
-            lambda i, image: binarize(image, tf.stack([base_seed, i])),
-            num_parallel_calls=_AUTOTUNE,
-        )
+        images = _fixed_binarization(images, seed)
+    return images.batch(batch_size).cache().prefetch(_AUTOTUNE)
+
+
+def training_set(
+    dataset: str,
+    split: str,
+    batch_size: int,
+    seed: int,
+    data_dir: str | None = None,
+    binarization: str = "dynamic",
+    num_examples: int | None = None,
+) -> tf.data.Dataset:
+    """Builds a run's training split in stored order, binarized as the run trained on it.
+
+    For `"static"` this is the run's one fixed draw (the draw of `train_dataset` with `seed`),
+    so that a training-set NLL measures the fit to the very images the model saw, and the
+    train-test gap its overfitting. A `"dynamic"` run saw a fresh draw every epoch, so no one
+    draw is its training set: it gets `eval_dataset`'s fixed draw; `"none"` the intensities.
+
+    Args:
+        dataset: A dataset name (see `load_images`).
+        split: The run's training split, exactly as it trained on it: the static draw numbers
+            its examples from the start of this split.
+        batch_size: Examples per batch; the last batch may be smaller.
+        seed: The run's seed.
+        data_dir: TFDS data directory; `None` for the TFDS default.
+        binarization: The run's binarization, one of `BINARIZATIONS`.
+        num_examples: Keep only the first this many examples; `None` keeps all.
+
+    Returns:
+        Cached dataset of float32 `[<=batch_size, H, W, C]` tensors.
+
+    Raises:
+        ValueError: If `batch_size` or `num_examples` is not positive, or `binarization` is
+            unknown.
+        DataUnavailableError: If the dataset is not prepared and its source files are missing.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    if num_examples is not None and num_examples <= 0:
+        raise ValueError(f"num_examples must be positive, got {num_examples}.")
+    _check_binarization(binarization)
+    images = load_images(dataset, split, data_dir)
+    if binarization == "static":
+        images = _static_binarization(images, seed)
+    elif binarization == "dynamic":
+        images = _fixed_binarization(images, 0)
+    if num_examples is not None:
+        images = images.take(num_examples)
     return images.batch(batch_size).cache().prefetch(_AUTOTUNE)
 
 

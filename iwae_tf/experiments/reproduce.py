@@ -41,7 +41,7 @@ from typing import Any
 
 from absl import logging
 
-from iwae_tf import evaluation, files, schedules, train
+from iwae_tf import data, evaluation, files, schedules, train
 from iwae_tf.config import TrainConfig
 from iwae_tf.experiments import presets
 from iwae_tf.model import VARIANTS
@@ -262,7 +262,9 @@ def analyse_run(
       run_dir: A finished run of `train.train_and_evaluate`.
       eval_k: Importance samples of the train-set NLL.
       train_eval_split: The training examples it is estimated on, binarized once with a
-        fixed seed (like the test set).
+        fixed seed (like the test set). For a statically binarized run only its size counts:
+        the NLL is of as many images from the start of the run's training split, in the
+        run's own binarization (`train.training_data`).
       active_units_fn: (model, dataset, threshold) -> active units per stochastic layer (a
         sequence of counts, or an object with `.counts`), on the test split; None: none.
       plot_dir: Where the model's plots go; None draws none.
@@ -289,9 +291,13 @@ def analyse_run(
     result = dict(cached, eval_k=eval_k, train_eval_split=train_eval_split)
     result.setdefault("active_units", None)
     if need_nll:
-        # Binarized once like the test set: for a statically binarized run this is a fresh
-        # draw of the training images, not the one it trained on.
-        train_ds = train.eval_data(config, train_eval_split)
+        if config.binarization == "static":
+            # The images it trained on, in its own draw; a fresh draw of the same pixels would
+            # understate the overfitting.
+            size = data.num_examples(config.dataset, train_eval_split, config.data_dir)
+            train_ds = train.training_data(config, size)
+        else:
+            train_ds = train.eval_data(config, train_eval_split)
         estimates = evaluation.estimate_log_likelihood(
             model, train_ds, num_samples=eval_k, seed=config.seed
         )
