@@ -20,13 +20,29 @@ def test_every_cell_of_both_tables_has_a_preset():
     assert len(burda) == 2 * 2 * 2 * 3
     seed = [n for n in PRESETS if "_seed_" in n]
     assert sorted(seed) == sorted(
-        f"{m}_seed_{d}" for m in ("iwae", "iwaeu", "iwaeu_rec") for d in ("mnist", "omniglot")
+        f"{m}_seed_{d}"
+        for m in ("iwae", "iwaeu", "iwaeu_rec", "iwaeu_kl")
+        for d in ("mnist", "omniglot")
     )
     estimators = {f"{e}_mnist_1l_iwae_k{k}" for e in ("stl", "dreg") for k in (5, 50)}
     objectives = {"vr_max_mnist_1l_k50", "vr_max_mnist_2l_k50"}
     objectives |= {f"{o}_mnist_1l_k64" for o in ("miwae", "piwae", "ciwae")}
     objectives |= {f"rws{e}_mnist_1l_k{k}" for e in ("", "_dreg") for k in (5, 50)}
     assert set(PRESETS) == set(burda) | set(seed) | estimators | objectives | {"manifold_2d"}
+
+
+def test_kl_presets_are_iwaeu_with_the_weight_prior_kl():
+    for dataset in ("mnist", "omniglot"):
+        config = apply_preset(f"iwaeu_kl_seed_{dataset}", epochs=2)
+        assert config == dataclasses.replace(
+            apply_preset(f"iwaeu_seed_{dataset}", epochs=2), kl_weight=1.0
+        )
+        config.validate()
+        assert published(f"iwaeu_kl_seed_{dataset}") is None
+        assert GRIDS[f"uncertain_weights_kl_{dataset}"] == (
+            *GRIDS[f"uncertain_weights_{dataset}"],
+            f"iwaeu_kl_seed_{dataset}",
+        )
 
 
 def test_estimator_presets_are_burdas_iwae_with_another_encoder_gradient():
@@ -153,5 +169,5 @@ def test_published_figures_come_from_the_package_file():
     assert published_nll("iwaeu_rec_seed_omniglot") == 118.647
     assert published("manifold_2d") is None
     for name in PRESETS:
-        if name != "manifold_2d" and not name.startswith(("stl_", "rws")):
+        if name != "manifold_2d" and not name.startswith(("stl_", "rws", "iwaeu_kl")):
             assert 80 < published_nll(name) < 120, name

@@ -217,6 +217,54 @@ def test_tiny_grid_trains_tabulates_plots_and_resumes(mnist_data_dir, tmp_path, 
     assert rerun[0]["test_nll"] == vae["test_nll"] and rerun[0]["train_nll"] == vae["train_nll"]
 
 
+def test_a_static_grid_selects_on_validation_and_scores_its_own_training_images(
+    mnist_data_dir, tmp_path
+):
+    """Issue #16's regime: the overrides reach every run, and the train NLL is of the images
+    the run trained on (its own static draw), not of a fresh draw of the same pixels."""
+    overrides = {
+        "train_split": "train[:200]",
+        "test_split": "test[:40]",
+        "validation_split": "train[300:340]",
+        "binarization": "static",
+        "select_best": True,
+        "seed": 3,
+        "data_dir": mnist_data_dir,
+        "eval_batch_size": 20,
+    }
+    out = tmp_path / "grid"
+    rows = reproduce.run_grid(
+        ["burda_mnist_1l_iwae_k5"],
+        str(out),
+        Budget(epochs=3, steps_per_epoch=4),
+        eval_k=8,
+        train_eval_split="train[:40]",
+        overrides=overrides,
+        active_units_fn=lambda model, dataset, threshold: [1],
+        make_plots=False,
+    )
+    assert rows[0]["status"] == "ok", rows[0]["status"]
+    run_dir = out / "runs" / "burda_mnist_1l_iwae_k5"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["config"]["binarization"] == "static" and metrics["config"]["select_best"]
+    assert rows[0]["selected_epoch"] == metrics["selected_epoch"]
+    markdown = (out / "results.md").read_text()
+    assert f"| {metrics['selected_epoch'] + 1} of 3 |" in markdown
+    assert "`binarization=static`" in markdown and "`select_best=True`" in markdown
+    assert "--binarization=static" in rows[0]["command"]
+
+    config, model = reproduce.train.load_run(str(run_dir))
+    own = reproduce.evaluation.estimate_log_likelihood(
+        model, reproduce.train.training_data(config, 40), num_samples=8, seed=3
+    )
+    assert rows[0]["train_nll"] == pytest.approx(own.nll, rel=1e-5)
+    # Negative control: the same 40 images binarized like the test set score otherwise.
+    fresh = reproduce.evaluation.estimate_log_likelihood(
+        model, reproduce.train.eval_data(config, "train[:40]"), num_samples=8, seed=3
+    )
+    assert rows[0]["train_nll"] != pytest.approx(fresh.nll, rel=1e-5)
+
+
 def test_script_requires_a_stated_budget(tmp_path):
     script = os.path.join(REPO, "scripts", "reproduce.py")
     out = tmp_path / "out"

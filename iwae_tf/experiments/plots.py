@@ -53,13 +53,16 @@ def _save(fig: Figure, path: str) -> str:
     return path
 
 
-def plot_learning_curves(histories: Mapping[str, str], path: str, train_curves: bool = True) -> str:
+def plot_learning_curves(
+    histories: Mapping[str, str], path: str, train_curves: bool = True, held_out: str = "test"
+) -> str:
     """Plots -L_k (training k) against epoch for several runs in one figure.
 
     Args:
       histories: Run label -> path of its history.csv.
       path: Output PNG.
       train_curves: Also draw each run's training-batch curve (dashed).
+      held_out: What the history's `val_` columns were computed on ("test", "validation").
 
     Returns:
       `path`.
@@ -73,7 +76,9 @@ def plot_learning_curves(histories: Mapping[str, str], path: str, train_curves: 
             continue
         epochs = history["epoch"] + 1
         max_epoch = max(max_epoch, int(epochs[-1]))
-        (line,) = ax.plot(epochs, -history["val_iwae_bound"], marker=".", label=f"{label}: test")
+        (line,) = ax.plot(
+            epochs, -history["val_iwae_bound"], marker=".", label=f"{label}: {held_out}"
+        )
         if train_curves and "iwae_bound" in history:
             ax.plot(
                 epochs,

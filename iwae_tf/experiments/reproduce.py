@@ -64,6 +64,9 @@ OVERRIDABLE_FIELDS: tuple[str, ...] = (
     "test_split",
     "data_dir",
     "eval_batch_size",
+    "binarization",
+    "validation_split",
+    "select_best",
 )
 """TrainConfig fields a grid may override for all its runs; each is a flag of the script."""
 
@@ -77,6 +80,7 @@ COLUMNS: tuple[str, ...] = (
     "layers",
     "budget",
     "epochs",
+    "selected_epoch",
     "train_steps",
     "eval_k",
     "train_nll",
@@ -92,7 +96,8 @@ COLUMNS: tuple[str, ...] = (
     "status",
     "command",
 )
-"""results.csv columns. gap = test - train NLL; difference = ours - published (test NLL)."""
+"""results.csv columns. gap = test - train NLL; difference = ours - published (test NLL);
+selected_epoch = the 0-based epoch whose weights were evaluated, under select_best."""
 
 ActiveUnitsFn = Callable[..., Sequence[int]]
 
@@ -351,6 +356,7 @@ def _row(
         "layers": len(config.latent_sizes),
         "budget": describe_budget(config),
         "epochs": config.epochs,
+        "selected_epoch": metrics.get("selected_epoch") if config.select_best else None,
         "train_steps": metrics.get("train_steps"),
         "eval_k": config.eval_k,
         "train_nll": train_nll,
@@ -404,10 +410,10 @@ def write_results(
 
     lines = [header.rstrip(), ""] if header else []
     lines += [
-        "| preset | model | k | layers | dataset | budget | train NLL | test NLL ± se | "
-        "test − train | published | ours − published | active units (ours / published) | "
-        "wall time | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | model | k | layers | dataset | budget | selected epoch | train NLL | "
+        "test NLL ± se | test − train | published | ours − published | "
+        "active units (ours / published) | wall time | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         test = (
@@ -425,6 +431,11 @@ def write_results(
             row["layers"],
             row["dataset"],
             row["budget"],
+            (
+                "last"
+                if row["selected_epoch"] is None
+                else f"{row['selected_epoch'] + 1} of {row['epochs']}"
+            ),
             _fmt(row["train_nll"]),
             test,
             _fmt(row["gap"]),
@@ -445,7 +456,13 @@ def write_results(
     return csv_path, md_path
 
 
-def _header(budget: Budget, eval_k: int, train_eval_split: str, names: Sequence[str]) -> str:
+def _header(
+    budget: Budget,
+    eval_k: int,
+    train_eval_split: str,
+    names: Sequence[str],
+    overrides: dict[str, Any] | None = None,
+) -> str:
     date = datetime.date.today().isoformat()
     budget_text = (
         f"Burda et al.'s schedule truncated to {budget.stages} stages "
@@ -461,11 +478,23 @@ def _header(budget: Budget, eval_k: int, train_eval_split: str, names: Sequence[
             "",
             f"{len(names)} runs, {date}. Budget: {budget_text}.",
             f"NLL in nats, estimated with K = {eval_k} importance samples (the papers use "
-            f"5000); train NLL on `{train_eval_split}`, binarized once like the test set. "
+            f"5000); train NLL on `{train_eval_split}`, binarized once like the test set "
+            "(a statically binarized run: as many images from the start of its training split, "
+            "in its own binarization). "
             "Published figures come from `iwae_tf/experiments/paper_results.json`; "
             "ours − published > 0 means ours is worse. Active units: Cov_x(E_q[h|x]) > 1e-2 "
             "on the test split, per stochastic layer.",
         ]
+        + (
+            [
+                "",
+                "Every run also sets: "
+                + ", ".join(f"`{key}={value}`" for key, value in sorted(overrides.items()))
+                + ".",
+            ]
+            if overrides
+            else []
+        )
     )
 
 
@@ -517,7 +546,7 @@ def run_grid(
     for name in preset_names:
         _check_resumable(run_dirs[name], configs[name])
     os.makedirs(output_dir, exist_ok=True)
-    header = _header(budget, eval_k, train_eval_split, preset_names)
+    header = _header(budget, eval_k, train_eval_split, preset_names, overrides)
     plot_root = os.path.join(output_dir, PLOTS_DIR)
 
     rows: list[dict[str, Any]] = []
@@ -554,12 +583,18 @@ def run_grid(
             if os.path.exists(os.path.join(run_dirs[name], train.HISTORY_FILE))
         }
         if histories:
+            held_out = "validation" if (overrides or {}).get("validation_split") else "test"
             for name, history in histories.items():
                 plots.plot_learning_curves(
-                    {name: history}, os.path.join(plot_root, name, "learning_curves.png")
+                    {name: history},
+                    os.path.join(plot_root, name, "learning_curves.png"),
+                    held_out=held_out,
                 )
             plots.plot_learning_curves(
-                histories, os.path.join(plot_root, "learning_curves.png"), train_curves=False
+                histories,
+                os.path.join(plot_root, "learning_curves.png"),
+                train_curves=False,
+                held_out=held_out,
             )
         for root, _, files in os.walk(plot_root):
             plot_files += [
