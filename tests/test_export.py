@@ -22,6 +22,7 @@ import tf_keras as keras
 from scipy import special
 
 from iwae_tf import data, evaluation, export, likelihoods, load_exported, rng, serving
+from iwae_tf.experiments import shipping
 from iwae_tf.model import VARIANTS, build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -613,22 +614,34 @@ def shipped_models():
     return found
 
 
-def test_shipped_model_in_a_fresh_process_matches_its_recorded_metric(mnist_data_dir, tmp_path):
-    models = shipped_models()
-    if not models:
-        pytest.skip(
-            "no shipped model: exported/ holds no SavedModel whose assets/metadata.json has "
-            "training_metrics.test_nll"
-        )
-    path, meta = models[0]
+SHIPPED = shipped_models()
+
+
+@pytest.mark.parametrize(
+    "path, meta",
+    SHIPPED or [pytest.param(None, None, marks=pytest.mark.skip(reason="no shipped model"))],
+    ids=[os.path.basename(path) for path, _ in SHIPPED] or None,
+)
+def test_shipped_model_in_a_fresh_process_matches_its_recorded_metric(
+    path, meta, mnist_data_dir, tmp_path
+):
+    """Every model in exported/ scores, in a process with no model code, what it recorded:
+    its check figure (shipped.json: the library's NLL of the same images at the same K) within
+    Monte Carlo error, and its full test-set NLL within the images' sampling error."""
     metrics = meta["training_metrics"]
     if meta.get("dataset") != "mnist":
         pytest.skip(f"the shipped model is for {meta.get('dataset')!r}; this test reads MNIST")
-    n, k = 500, min(int(metrics.get("eval_k", 1000)), 1000)
+    check_path = os.path.join(path, shipping.SHIPPED_FILE)
+    check = None
+    if os.path.exists(check_path):
+        with open(check_path) as f:
+            check = json.load(f)
+    split = check["split"] if check else "test[:500]"
+    k = check["k"] if check else min(int(metrics.get("eval_k", 1000)), 1000)
     out = tmp_path / "shipped.csv"
     result = run_score(
         f"--saved_model={path}",
-        f"--input=tfds:test[:{n}]",
+        f"--input=tfds:{split}",
         f"--data_dir={mnist_data_dir}",
         f"--k={k}",
         f"--output={out}",
@@ -637,7 +650,10 @@ def test_shipped_model_in_a_fresh_process_matches_its_recorded_metric(mnist_data
     assert result.returncode == 0, result.stderr[-3000:]
     assert_only_serving_and_data_loaded(result.stdout)
     log_px = read_scores(out)[:, 0]
+    if check:
+        assert abs(-log_px.mean() - check["nll"]) < shipping.check_tolerance(check), check
     # The first n test images are a sample of the test set: their mean NLL is within 4
     # standard errors of the recorded full-set figure (plus 1 nat for k <= eval_k, L_k <= L_K).
+    n = len(log_px)
     tolerance = 4 * log_px.std(ddof=1) / np.sqrt(n) + (1.0 if k < metrics.get("eval_k", k) else 0)
     assert abs(-log_px.mean() - metrics["test_nll"]) < tolerance, (-log_px.mean(), metrics)
