@@ -70,3 +70,24 @@ def test_bad_inputs_are_named(tmp_path, grids):
         seeds.load_runs([grids[0], grids[0]])
     with pytest.raises(ValueError, match="no finished run of 'missing'"):
         seeds.paired_table(seeds.load_runs(grids), "missing", ["other"])
+
+
+def test_history_paths_and_the_seed_curves(grids, tmp_path):
+    paths = seeds.history_paths(grids)
+    assert paths["other"] == {
+        s: os.path.join(grids[s], "runs", "other", "history.csv") for s in (0, 1, 2)
+    }
+    assert paths["lonely"] == {5: os.path.join(grids[0], "runs", "lonely", "history.csv")}
+    plots = pytest.importorskip("iwae_tf.experiments.plots")
+    for preset in ("ref", "other"):
+        for seed, path in paths[preset].items():
+            with open(path, "w") as f:
+                f.write("epoch,iwae_bound,val_iwae_bound\n")
+                for epoch in range(30):  # Training keeps improving; validation turns at 10.
+                    val = -100 - abs(epoch - 10) * 0.1 - seed
+                    f.write(f"{epoch},{-130 + epoch},{val}\n")
+    out = plots.plot_seed_curves(
+        {p: paths[p] for p in ("ref", "other")}, str(tmp_path / "curves.png")
+    )
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

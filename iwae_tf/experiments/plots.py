@@ -101,6 +101,59 @@ def plot_learning_curves(
     return _save(fig, path)
 
 
+def plot_seed_curves(
+    histories: Mapping[str, Mapping[int, str]],
+    path: str,
+    held_out: str = "validation",
+    skip_epochs: int = 5,
+) -> str:
+    """Plots the training and held-out -L_k per epoch of several presets over their seeds.
+
+    Two panels (training batches, held-out split), one colour per preset and one line per
+    seed, a linear epoch axis, and y-limits set from epoch `skip_epochs` on, so that a bound
+    turning by a nat after a fall of thirty stays visible. A dot marks each seed's best
+    held-out epoch (where `select_best` takes the weights).
+
+    Args:
+      histories: Preset -> seed -> path of the run's history.csv.
+      path: Output PNG.
+      held_out: What the history's `val_` columns were computed on.
+      skip_epochs: Epochs left out of the y-limits (they are still drawn).
+
+    Returns:
+      `path`.
+    """
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2, sharey=False)
+    colors = [f"C{i}" for i in range(10)]
+    limits: dict[int, list[float]] = {0: [], 1: []}
+    for color, (preset, by_seed) in zip(colors, histories.items(), strict=False):
+        for number, (_, history_path) in enumerate(sorted(by_seed.items())):
+            history = read_history(history_path)
+            if "val_iwae_bound" not in history:
+                continue
+            epochs = history["epoch"] + 1
+            label = preset if number == 0 else None
+            for panel, column in enumerate(("iwae_bound", "val_iwae_bound")):
+                values = -history[column]
+                axes[panel].plot(epochs, values, color=color, linewidth=1, label=label)
+                limits[panel] += list(values[skip_epochs:])
+            best = int(np.argmax(history["val_iwae_bound"]))
+            axes[1].plot(epochs[best], -history["val_iwae_bound"][best], "o", color=color)
+    for panel, title in enumerate(("training batches", held_out)):
+        axes[panel].set_title(f"-L_k per epoch, {title}")
+        axes[panel].set_xlabel("epoch")
+        axes[panel].grid(alpha=0.3)
+        if limits[panel]:
+            low, high = min(limits[panel]), max(limits[panel])
+            margin = 0.05 * (high - low) + 0.1
+            axes[panel].set_ylim(low - margin, high + margin)
+    axes[0].set_ylabel("-L_k at the training k (nats)")
+    if axes[0].lines:
+        axes[0].legend(fontsize="small")
+    return _save(fig, path)
+
+
 def save_image_grid(images: np.ndarray, path: str, columns: int, title: str) -> str:
     """Saves intensities in [0, 1] ([n, H, W, C] or square rows) as a grid PNG (grey: black = 1)."""
     grid = np.clip(image_grid(images, columns), 0.0, 1.0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,24 @@ T_95: dict[int, float] = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45,
 """Two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 seeds)."""
 
 
+def _finished_runs(output_dirs: Sequence[str]) -> Iterator[tuple[str, int, str, dict[str, Any]]]:
+    """(preset, seed, run_dir, metrics.json) of each finished run of grid output directories."""
+    for output_dir in output_dirs:
+        runs_dir = os.path.join(output_dir, reproduce.RUNS_DIR)
+        found = 0
+        for preset in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+            run_dir = os.path.join(runs_dir, preset)
+            path = os.path.join(run_dir, "metrics.json")
+            if not os.path.exists(path):
+                continue  # Unfinished.
+            with open(path) as f:
+                metrics = json.load(f)
+            found += 1
+            yield preset, int(metrics["config"]["seed"]), run_dir, metrics
+        if not found:
+            raise ValueError(f"{output_dir} holds no finished run (looked in {runs_dir})")
+
+
 def load_runs(output_dirs: Sequence[str]) -> dict[str, dict[int, dict[str, Any]]]:
     """The finished runs of grid output directories: preset -> seed -> metrics.json.
 
@@ -38,23 +56,19 @@ def load_runs(output_dirs: Sequence[str]) -> dict[str, dict[int, dict[str, Any]]
         holds no finished run.
     """
     runs: dict[str, dict[int, dict[str, Any]]] = {}
-    for output_dir in output_dirs:
-        runs_dir = os.path.join(output_dir, reproduce.RUNS_DIR)
-        found = 0
-        for preset in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-            path = os.path.join(runs_dir, preset, "metrics.json")
-            if not os.path.exists(path):
-                continue  # Unfinished.
-            with open(path) as f:
-                metrics = json.load(f)
-            seed = int(metrics["config"]["seed"])
-            if seed in runs.setdefault(preset, {}):
-                raise ValueError(f"{preset} with seed {seed} appears twice (again in {output_dir})")
-            runs[preset][seed] = metrics
-            found += 1
-        if not found:
-            raise ValueError(f"{output_dir} holds no finished run (looked in {runs_dir})")
+    for preset, seed, run_dir, metrics in _finished_runs(output_dirs):
+        if seed in runs.setdefault(preset, {}):
+            raise ValueError(f"{preset} with seed {seed} appears twice (again in {run_dir})")
+        runs[preset][seed] = metrics
     return runs
+
+
+def history_paths(output_dirs: Sequence[str]) -> dict[str, dict[int, str]]:
+    """preset -> seed -> history.csv of the finished runs of grid output directories."""
+    paths: dict[str, dict[int, str]] = {}
+    for preset, seed, run_dir, _ in _finished_runs(output_dirs):
+        paths.setdefault(preset, {})[seed] = os.path.join(run_dir, "history.csv")
+    return paths
 
 
 def _mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
