@@ -378,6 +378,36 @@ SCRIPT_CASES = [
         "--data_dir={data_dir}",
         OUT,
     ),
+    # scripts/ship.py
+    Case(
+        "scripts/ship.py",
+        "broken files",
+        "a directory without a finished run",
+        "{tmp} holds no finished run (no metrics.json)",
+        ("--run_dir={tmp}", "--name=x", "--command=c", "--export_root={tmp}/shipped"),
+        absent=("{tmp}/shipped",),
+    ),
+    Case(
+        "scripts/ship.py",
+        "destinations",
+        "a name already shipped",
+        "{tmp}/export exists; ship under another name or remove it first",
+        ("--run_dir={run}", "--name=export", "--command=c", "--export_root={tmp}"),
+    ),
+    Case(
+        "scripts/ship.py",
+        "sample counts",
+        "--check_k=3000000000 (beyond int32)",
+        "--check_k must be an integer in [1, 2^31 - 1]; got 3000000000",
+        (
+            "--run_dir={run}",
+            "--name=x",
+            "--command=c",
+            "--export_root={tmp}/shipped2",
+            "--check_k=3000000000",
+        ),
+        absent=("{tmp}/shipped2",),
+    ),
     # scripts/evaluate.py
     Case(
         "scripts/evaluate.py",
@@ -1161,6 +1191,7 @@ def test_every_entry_point_meets_every_class():
             "destinations",
         },
         "scripts/train.py": {"empty input", "flags", "destinations"},
+        "scripts/ship.py": {"sample counts", "broken files", "destinations"},
         "ExportedModel": {"sample counts", "shapes and types", "values", "broken files"},
         "score signature": {"sample counts", "shapes and types", "values"},
         "estimate_log_likelihood": {
