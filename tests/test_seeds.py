@@ -91,3 +91,35 @@ def test_history_paths_and_the_seed_curves(grids, tmp_path):
     )
     with open(out, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_test_gaps_are_paired_when_the_grid_measured_train_nlls(tmp_path):
+    """Does the gap account for the difference? The gap columns answer with numpy's numbers."""
+    test = {"ref": [100.0, 101.0, 99.5], "other": [99.0, 100.2, 98.1]}
+    train = {"ref": [91.0, 92.5, 90.0], "other": [93.0, 94.0, 92.6]}
+    dirs = []
+    for seed in range(3):
+        d = str(tmp_path / f"s{seed}")
+        for preset in ("ref", "other"):
+            write_run(d, preset, seed, test[preset][seed])
+            path = os.path.join(d, "runs", preset, "evaluation.json")
+            with open(path, "w") as f:
+                json.dump({"train_nll": train[preset][seed]}, f)
+        dirs.append(d)
+    write_run(dirs[0], "no_train_nll", 0, 98.0)
+    rows = seeds.paired_table(seeds.load_runs(dirs), "ref", ["ref", "other", "no_train_nll"])
+    ref, other, bare = rows
+    gaps = {p: np.subtract(test[p], train[p]) for p in test}
+    np.testing.assert_allclose(other["gaps"], gaps["other"])
+    assert other["mean_gap"] == pytest.approx(gaps["other"].mean())
+    assert other["gap_stderr"] == pytest.approx(gaps["other"].std(ddof=1) / np.sqrt(3))
+    d = gaps["other"] - gaps["ref"]
+    assert other["gap_difference"] == pytest.approx(d.mean())
+    assert other["gap_difference_stderr"] == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert bare["gaps"] is None and bare["gap_difference"] is None
+    table = seeds.format_markdown(rows, "ref")
+    assert f"| {gaps['other'].mean():.2f} ± " in table and f"| {d.mean():+.2f} ± " in table
+    assert table.splitlines()[-1].endswith("| – | – |")
+    # Without train NLLs the table keeps its five columns.
+    plain = seeds.format_markdown([bare], "ref")
+    assert plain.splitlines()[0].count("|") == 6

@@ -42,6 +42,10 @@ def _finished_runs(output_dirs: Sequence[str]) -> Iterator[tuple[str, int, str, 
                 continue  # Unfinished.
             with open(path) as f:
                 metrics = json.load(f)
+            analysis_path = os.path.join(run_dir, reproduce.EVALUATION_FILE)
+            if os.path.exists(analysis_path):  # The grid's train NLL, for the gap.
+                with open(analysis_path) as f:
+                    metrics["train_nll"] = json.load(f).get("train_nll")
             found += 1
             yield preset, int(metrics["config"]["seed"]), run_dir, metrics
         if not found:
@@ -84,12 +88,22 @@ def _resolved(mean: float, stderr: float, n: int) -> bool:
     return abs(mean) > T_95[n - 1] * stderr
 
 
+def _gap(metrics: dict[str, Any]) -> float | None:
+    """test - train NLL of a run, or None without a train NLL."""
+    train_nll = metrics.get("train_nll")
+    return None if train_nll is None else metrics["test_nll"] - train_nll
+
+
 def paired_table(
     runs: dict[str, dict[int, dict[str, Any]]], reference: str, presets: Sequence[str]
 ) -> list[dict[str, Any]]:
     """One row per preset: its NLL per seed, their mean, and the difference from `reference`.
 
     Only seeds with a finished run of both the preset and the reference enter a difference.
+    Where every run of a preset has a train NLL (the grid's evaluation.json), the row also
+    has its train-test gaps (`gaps`, `mean_gap`, `gap_stderr`) and their paired difference
+    from the reference's (`gap_difference`, `gap_difference_stderr`), None otherwise: does
+    the gap account for the difference in test NLL?
 
     Raises:
       ValueError: `reference` or a preset has no finished run.
@@ -108,21 +122,37 @@ def paired_table(
         difference, difference_stderr = (
             _mean_and_stderr(differences) if differences else (math.nan, math.nan)
         )
-        rows.append(
-            {
-                "preset": preset,
-                "seeds": seeds,
-                "test_nll": nlls,
-                "mean_test_nll": mean,
-                "seed_stderr": stderr,
-                "image_stderr": float(np.mean([by_seed[s]["test_nll_stderr"] for s in seeds])),
-                "paired_seeds": paired,
-                "difference": difference,
-                "difference_stderr": difference_stderr,
-                "differences": differences,
-                "resolved_95": _resolved(difference, difference_stderr, len(differences)),
-            }
-        )
+        gaps = [_gap(by_seed[s]) for s in seeds]
+        row = {
+            "preset": preset,
+            "seeds": seeds,
+            "test_nll": nlls,
+            "mean_test_nll": mean,
+            "seed_stderr": stderr,
+            "image_stderr": float(np.mean([by_seed[s]["test_nll_stderr"] for s in seeds])),
+            "paired_seeds": paired,
+            "difference": difference,
+            "difference_stderr": difference_stderr,
+            "differences": differences,
+            "resolved_95": _resolved(difference, difference_stderr, len(differences)),
+            "gaps": None,
+            "mean_gap": None,
+            "gap_stderr": None,
+            "gap_difference": None,
+            "gap_difference_stderr": None,
+        }
+        if None not in gaps:
+            row["gaps"] = gaps
+            row["mean_gap"], row["gap_stderr"] = _mean_and_stderr(gaps)
+            reference_gaps = [_gap(runs[reference][s]) for s in paired]
+            if paired and None not in reference_gaps:
+                gap_differences = [
+                    _gap(by_seed[s]) - g for s, g in zip(paired, reference_gaps, strict=True)
+                ]
+                row["gap_difference"], row["gap_difference_stderr"] = _mean_and_stderr(
+                    gap_differences
+                )
+        rows.append(row)
     return rows
 
 
@@ -132,12 +162,18 @@ def _plus_minus(mean: float, stderr: float, signed: bool = False) -> str:
 
 
 def format_markdown(rows: Sequence[dict[str, Any]], reference: str) -> str:
-    """The rows as a Markdown table, NLLs in nats, differences against `reference`."""
-    lines = [
+    """The rows as a Markdown table, NLLs in nats, differences against `reference`; with two
+    more columns, the train-test gap and its paired difference, when any row has gaps."""
+    with_gaps = any(row.get("gaps") for row in rows)
+    header = (
         f"| preset | test NLL per seed | mean ± se (seeds) | se over images | − {reference} "
-        "± se (paired seeds) |",
-        "|---|---|---|---|---|",
-    ]
+        "± se (paired seeds) |"
+    )
+    rule = "|---|---|---|---|---|"
+    if with_gaps:
+        header += f" test − train ± se (seeds) | gap − {reference}'s ± se (paired) |"
+        rule += "---|---|"
+    lines = [header, rule]
     for row in rows:
         per_seed = ", ".join(f"{v:.2f}" for v in row["test_nll"])
         if row["preset"] == reference:
@@ -148,9 +184,23 @@ def format_markdown(rows: Sequence[dict[str, Any]], reference: str) -> str:
             difference += ", resolved at 95%)" if row["resolved_95"] else ", not resolved)"
         else:
             difference = "no common seed"
-        lines.append(
+        line = (
             f"| {row['preset']} | {per_seed} | "
             f"{_plus_minus(row['mean_test_nll'], row['seed_stderr'])} | "
             f"{row['image_stderr']:.2f} | {difference} |"
         )
+        if with_gaps:
+            gap = (
+                "–" if row["mean_gap"] is None else _plus_minus(row["mean_gap"], row["gap_stderr"])
+            )
+            if row["preset"] == reference:
+                gap_difference = "reference"
+            elif row["gap_difference"] is None:
+                gap_difference = "–"
+            else:
+                gap_difference = _plus_minus(
+                    row["gap_difference"], row["gap_difference_stderr"], signed=True
+                )
+            line += f" {gap} | {gap_difference} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
