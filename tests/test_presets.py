@@ -28,6 +28,7 @@ def test_every_cell_of_both_tables_has_a_preset():
     objectives = {"vr_max_mnist_1l_k50", "vr_max_mnist_2l_k50"}
     objectives |= {f"{o}_mnist_1l_k64" for o in ("miwae", "piwae", "ciwae")}
     objectives |= {f"rws{e}_mnist_1l_k{k}" for e in ("", "_dreg") for k in (5, 50)}
+    objectives |= {f"vr_{a}_mnist_1l_k5" for a in ("max", "neg1", "half")}
     assert set(PRESETS) == set(burda) | set(seed) | estimators | objectives | {"manifold_2d"}
 
 
@@ -75,6 +76,28 @@ def test_objective_presets_are_burdas_setup_with_another_objective(name, base, c
     assert config == dataclasses.replace(apply_preset(f"burda_mnist_{base}"), **changes)
     config.validate()
     assert published_nll(name) == nll
+
+
+def test_the_vr_sweep_and_the_orderings_are_burdas_k5_setup():
+    iwae = apply_preset("burda_mnist_1l_iwae_k5")
+    alphas = []
+    for name in GRIDS["vr_sweep_mnist_1l_k5"]:
+        config = apply_preset(name)
+        config.validate()
+        if config.model == "vae":
+            assert config == apply_preset("burda_mnist_1l_vae_k5")
+            alphas.append(1.0)  # The VAE's objective is VR's alpha -> 1 limit, mean log w.
+        else:
+            assert config == dataclasses.replace(
+                iwae, objective=config.objective, alpha=config.alpha
+            )
+            alphas.append(0.0 if config.objective is None else config.alpha)
+    assert alphas == [-math.inf, -1.0, 0.0, 0.5, 1.0]
+    assert GRIDS["orderings_mnist_1l_k5"] == (
+        "burda_mnist_1l_iwae_k5",
+        "dreg_mnist_1l_iwae_k5",
+        "burda_mnist_1l_vae_k5",
+    )
 
 
 def test_burda_presets_carry_the_papers_hyperparameters():
@@ -169,5 +192,6 @@ def test_published_figures_come_from_the_package_file():
     assert published_nll("iwaeu_rec_seed_omniglot") == 118.647
     assert published("manifold_2d") is None
     for name in PRESETS:
-        if name != "manifold_2d" and not name.startswith(("stl_", "rws", "iwaeu_kl")):
+        unpublished = ("stl_", "rws", "iwaeu_kl", "vr_neg1", "vr_half", "vr_max_mnist_1l_k5")
+        if name != "manifold_2d" and not name.startswith(unpublished):
             assert 80 < published_nll(name) < 120, name

@@ -25,7 +25,10 @@ VAE and IWAE at k = 5.
 The objectives of `iwae_tf.bounds` on the same MNIST setup (grid `objectives_mnist_1l`):
 `vr_max_mnist_{1|2}l_k50` (Li & Turner 2016), `{miwae|piwae}_mnist_1l_k64` (M = 8 groups of 8)
 and `ciwae_mnist_1l_k64` (beta = 0.05) (Rainforth et al. 2018), and reweighted wake-sleep,
-`rws_mnist_1l_k{5|50}` and with DReG's encoder update `rws_dreg_mnist_1l_k{5|50}`.
+`rws_mnist_1l_k{5|50}` and with DReG's encoder update `rws_dreg_mnist_1l_k{5|50}`. At k = 5,
+`vr_{max|neg1|half}_mnist_1l_k5` (alpha -inf, -1, 0.5) complete the sweep of grid
+`vr_sweep_mnist_1l_k5` with the IWAE (alpha 0) and the VAE (alpha 1, the mean of the log-weights);
+grid `orderings_mnist_1l_k5` sets the IWAE, the IWAE trained with DReG and the VAE side by side.
 
 `manifold_2d` is an IWAE with 2 latents, for the latent-manifold plot of `experiments.plots`.
 
@@ -62,6 +65,8 @@ UNCERTAIN_MODELS: tuple[str, ...] = ("iwae", "iwaeu", "iwaeu_rec")
 UNCERTAIN_KL_MODEL = "iwaeu_kl"
 """Preset prefix of IWAEU with the weight-prior KL (`kl_weight` 1), beside the seed's table."""
 ESTIMATOR_VARIANTS: tuple[str, ...] = ("stl", "dreg")
+VR_SWEEP_ALPHAS: dict[str, float] = {"max": float("-inf"), "neg1": -1.0, "half": 0.5}
+"""The VR alphas of the k = 5 sweep that are neither the IWAE (0) nor the VAE's objective (1)."""
 PAPER_EVAL_K = 5000
 # Burda et al.'s optimization and evaluation, shared by Table 1 and the manifold preset.
 _BURDA_TRAINING: dict[str, Any] = {
@@ -179,6 +184,14 @@ def _build_registry() -> tuple[dict[str, dict[str, Any]], dict[str, _Reference]]
         references[f"vr_max_mnist_{layers}l_k50"] = _Reference(
             ("li_turner2016_vr", "mnist_test_log_likelihood", f"L{layers}_K50", "vr_max")
         )
+    # Li & Turner's alpha at Burda et al.'s 1-layer k = 5 (issue #16's sweep): alpha = 0 is the
+    # IWAE preset and alpha = 1 the VAE's objective, so only the other three need presets.
+    for alpha_name, alpha in VR_SWEEP_ALPHAS.items():
+        presets[f"vr_{alpha_name}_mnist_1l_k5"] = {
+            **presets[_burda_name("mnist", 1, "iwae", 5)],
+            "objective": "vr",
+            "alpha": alpha,
+        }
     # Rainforth et al.'s budget: M = 8 groups of K = 8 samples, k = 64 in all.
     for objective, parameter, key in (
         ("miwae", {"num_groups": 8}, "miwae_m8_k8"),
@@ -252,6 +265,20 @@ GRIDS: dict[str, tuple[str, ...]] = {
         )
         for d in BURDA_DATASETS
     },
+    # Burda et al.'s ordering (IWAE below VAE) with either IWAE encoder gradient, and the VR
+    # sweep over alpha in {-inf, -1, 0, 0.5, 1} at the same setup (issue #16).
+    "orderings_mnist_1l_k5": (
+        _burda_name("mnist", 1, "iwae", 5),
+        _estimator_name("dreg", 5),
+        _burda_name("mnist", 1, "vae", 5),
+    ),
+    "vr_sweep_mnist_1l_k5": (
+        "vr_max_mnist_1l_k5",
+        "vr_neg1_mnist_1l_k5",
+        _burda_name("mnist", 1, "iwae", 5),
+        "vr_half_mnist_1l_k5",
+        _burda_name("mnist", 1, "vae", 5),
+    ),
     "quick": tuple(_burda_name("mnist", 1, m, k) for m in ("iwae", "vae") for k in (1, 5)),
     "manifold_2d": ("manifold_2d",),
     "objectives_mnist_1l": (
