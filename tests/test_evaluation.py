@@ -289,9 +289,9 @@ def test_evaluate_summary_and_csv(model, x, tmp_path):
     np.testing.assert_array_equal([float(r["log_px"]) for r in rows], result.estimates.log_px)
 
 
-def test_evaluate_script_on_a_finished_run(mnist_data_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    config = TrainConfig(
+def tiny_run_config(data_dir, tmp_path, **changes):
+    """A 20-step IWAE k = 3 on MNIST, evaluated on test[:50]: a finished run in seconds."""
+    values = dict(
         model="iwae",
         k=3,
         epochs=1,
@@ -302,9 +302,15 @@ def test_evaluate_script_on_a_finished_run(mnist_data_dir, tmp_path):
         train_split="train[:400]",
         test_split="test[:50]",
         eval_batch_size=25,
-        data_dir=mnist_data_dir,
+        data_dir=data_dir,
         export_dir=str(tmp_path / "export"),
     )
+    return TrainConfig(**{**values, **changes})
+
+
+def test_evaluate_script_on_a_finished_run(mnist_data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    config = tiny_run_config(mnist_data_dir, tmp_path)
     train_and_evaluate(config, str(run_dir))
     csv_path = tmp_path / "nll.csv"
     result = subprocess.run(
@@ -343,21 +349,8 @@ def test_evaluate_script_on_a_finished_run(mnist_data_dir, tmp_path):
 def test_evaluate_script_as_trained_scores_a_static_runs_own_images(mnist_data_dir, tmp_path):
     """--as_trained is the training-set side of the train-test gap: the run's own draw."""
     run_dir = tmp_path / "run"
-    config = TrainConfig(
-        model="iwae",
-        k=3,
-        epochs=1,
-        steps_per_epoch=20,
-        eval_k=10,
-        latent_sizes=(6,),
-        hidden_sizes=((32,),),
-        binarization="static",
-        seed=5,
-        train_split="train[100:500]",
-        test_split="test[:50]",
-        eval_batch_size=25,
-        data_dir=mnist_data_dir,
-        export_dir=str(tmp_path / "export"),
+    config = tiny_run_config(
+        mnist_data_dir, tmp_path, binarization="static", seed=5, train_split="train[100:500]"
     )
     train_and_evaluate(config, str(run_dir))
     output = tmp_path / "train_eval.json"
