@@ -10,8 +10,12 @@ from iwae_tf.data.mnist import PICKLE_ENV_VAR
 
 @pytest.fixture(scope="session")
 def mnist_data_dir(tmp_path_factory):
-    """A tfds data_dir holding the offline MNIST builder's real 60k/10k splits."""
+    """A tfds data_dir holding the offline MNIST builder's real 60k/10k splits (the one
+    tests/run.py prepared for all files, if it did)."""
     from iwae_tf import data
+
+    if os.environ.get("IWAE_TF_TEST_MNIST_DIR"):
+        return os.environ["IWAE_TF_TEST_MNIST_DIR"]
 
     saved = os.environ.pop(PICKLE_ENV_VAR, None)
     try:
