@@ -39,6 +39,9 @@ def main(argv: list[str]) -> None:
     except (ValueError, OSError, data.DataUnavailableError) as e:
         logs.fail(e)
     print(f"shipped {path} ({shipping.directory_bytes(path) / 2**20:.1f} MiB)")
+    # .gitignore ignores exported/* (users export there too), so git sees no shipped model
+    # until it is listed; a model left out of git is silently missing from CI's clone.
+    print(f"track it: add the line !{path.rstrip('/')}/ to .gitignore, then git add {path}")
 
 
 if __name__ == "__main__":
