@@ -177,6 +177,13 @@ class TrainConfig:
         "(val_iwae_bound) instead of the last epoch's; needs a validation_split other than "
         "the test split.",
     )
+    early_stopping_patience: int = setting(
+        0,
+        "With select_best: stop training once the validation bound has not improved for this "
+        "many epochs (Keras' EarlyStopping, its count kept across a resume); 0: train every "
+        "epoch.",
+        minimum=0,
+    )
     eval_batch_size: int = setting(100, "Examples per evaluation batch.", minimum=1)
     data_dir: str | None = setting(None, "tfds data directory (None: the tfds default).")
     jit_compile: bool | None = setting(
@@ -238,6 +245,12 @@ class TrainConfig:
                 "select_best picks an epoch by its validation bound, which must not be the test "
                 "set's: give --validation_split (e.g. train[50000:] beside "
                 "--train_split=train[:50000])"
+            )
+        if self.early_stopping_patience and not self.select_best:
+            raise ValueError(
+                "early_stopping_patience stops on the validation bound, whose best epoch only "
+                "select_best keeps: add --select_best (with --validation_split) or drop "
+                "--early_stopping_patience"
             )
         spec = VARIANTS[self.model]
         if self.kl_weight > 0 and not (spec.uncertain_encoder or spec.uncertain_decoder):

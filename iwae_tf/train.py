@@ -260,6 +260,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str) -> dict[str, Any]:
         "test_iwae_bound": None if config.validation_split else validation_bound,
         "validation_iwae_bound": validation_bound,
         "selected_epoch": training["selected_epoch"],
+        # 0-based epoch at which early_stopping_patience ended training; None: it trained all.
+        "stopped_epoch": training.get("stopped_epoch"),
         "train_steps": training["train_steps"],
         "train_seconds": training["train_seconds"],
         "eval_seconds": eval_seconds,
@@ -327,6 +329,11 @@ def fit(
         model.distribute_strategy.num_replicas_in_sync,
     )
     best = BestWeights(os.path.join(workdir, BEST_PREFIX)) if config.select_best else None
+    stopper = (
+        ResumableEarlyStopping(best, config.early_stopping_patience, per_epoch)
+        if best and config.early_stopping_patience
+        else None
+    )
     callbacks = [
         LearningRateLogger(),  # First: the callbacks below see the rate it adds to the logs.
         keras.callbacks.TerminateOnNaN(),
@@ -335,6 +342,7 @@ def fit(
         keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR)),
         data_position,  # After BackupAndRestore, which restores the step it reads.
         HistoryLogger(os.path.join(workdir, HISTORY_FILE), per_epoch),  # Likewise.
+        *([stopper] if stopper else []),  # Likewise.
     ]
     if config.tensorboard:
         callbacks += tensorboard_callbacks(config, workdir, test_ds)
@@ -350,7 +358,8 @@ def fit(
     train_seconds = time.perf_counter() - start
     train_steps = int(model.optimizer.iterations.numpy())
     losses = history.history.get("loss", [])
-    if model.stop_training or (losses and not math.isfinite(losses[-1])):
+    stopped_early = bool(stopper and stopper.stopped_epoch)
+    if (model.stop_training and not stopped_early) or (losses and not math.isfinite(losses[-1])):
         raise TrainingDivergedError(
             f"training diverged: the loss became NaN or infinite by step {train_steps}; lower "
             f"--learning_rate (was {config.learning_rate:g}) or check the data"
@@ -365,6 +374,7 @@ def fit(
         "last_epoch": last_epoch,
         "selected_epoch": selected["epoch"],
         "selected_epoch_logs": selected["logs"],
+        "stopped_epoch": stopper.stopped_epoch if stopped_early else None,
     }
 
 
@@ -483,7 +493,7 @@ class BestWeights(keras.callbacks.ModelCheckpoint):
 
     def __init__(self, prefix: str) -> None:
         self.state_path = prefix + ".json"
-        state = self._state()
+        state = self.recorded()
         super().__init__(
             prefix,
             monitor="val_iwae_bound",
@@ -493,7 +503,8 @@ class BestWeights(keras.callbacks.ModelCheckpoint):
             initial_value_threshold=state["logs"]["val_iwae_bound"] if state else None,
         )
 
-    def _state(self) -> dict[str, Any] | None:
+    def recorded(self) -> dict[str, Any] | None:
+        """{"epoch", "logs"} of the best epoch so far, this process's or a killed one's."""
         if not os.path.exists(self.state_path):
             return None
         with open(self.state_path) as f:
@@ -508,11 +519,36 @@ class BestWeights(keras.callbacks.ModelCheckpoint):
 
     def restore(self) -> dict[str, Any]:
         """Loads the best weights into the model; returns {"epoch", "logs"} of that epoch."""
-        state = self._state()
+        state = self.recorded()
         if state is None:
             raise ValueError("no epoch reported a finite val_iwae_bound; nothing to select")
         self.model.load_weights(self.filepath).expect_partial()
         return state
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping on val_iwae_bound whose count survives a resume.
+
+    EarlyStopping counts the epochs since its best in memory; a resumed run would start again
+    from zero and train up to `patience` epochs longer than an uninterrupted one. This one
+    takes the best epoch from `BestWeights`' record and the finished epochs from the restored
+    step count, so it stops at the epoch an uninterrupted run stops at: the first epoch e with
+    e - argmax_{e' <= e} val_iwae_bound(e') = patience. Place it after `BackupAndRestore`.
+    """
+
+    def __init__(self, best: BestWeights, patience: int, steps_per_epoch: int) -> None:
+        super().__init__(monitor="val_iwae_bound", mode="max", patience=patience)
+        self.best_weights_record = best
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        state = self.best_weights_record.recorded()
+        if state is not None:
+            finished_epochs = int(self.model.optimizer.iterations.numpy()) // self.steps_per_epoch
+            self.best = state["logs"]["val_iwae_bound"]
+            self.best_epoch = state["epoch"]
+            self.wait = finished_epochs - 1 - state["epoch"]
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -558,6 +558,11 @@ SCRIPT_CASES = [
                     ["--select_best"],
                 ),
                 (
+                    "--early_stopping_patience without --select_best",
+                    "early_stopping_patience stops on the validation bound",
+                    ["--early_stopping_patience=10"],
+                ),
+                (
                     "a --validation_split with a typo",
                     "Unknown split 'valid'",
                     ["--validation_split=valid", "--select_best"],

@@ -265,6 +265,25 @@ def test_a_static_grid_selects_on_validation_and_scores_its_own_training_images(
     assert rows[0]["train_nll"] != pytest.approx(fresh.nll, rel=1e-5)
 
 
+def test_the_table_says_which_epoch_was_evaluated_and_where_training_stopped(tmp_path):
+    def row(preset, selected, stopped):
+        values = dict.fromkeys(reproduce.COLUMNS)
+        values.update(
+            preset=preset, model="iwae", objective="iwae", estimator="reparam", k=5,
+            layers=1, dataset="mnist", epochs=150, selected_epoch=selected,
+            stopped_epoch=stopped, status="ok",
+        )  # fmt: skip
+        return values
+
+    rows = [row("a", None, None), row("b", 39, None), row("c", 39, 69)]
+    csv_path, md_path = reproduce.write_results(rows, str(tmp_path), "")
+    markdown = open(md_path).read()
+    for cell in ("| last |", "| 40 of 150 |", "| 40 of 150, stopped at 70 |"):
+        assert cell in markdown
+    with open(csv_path) as f:
+        assert [r["stopped_epoch"] for r in csv.DictReader(f)] == ["", "", "69"]
+
+
 def test_script_requires_a_stated_budget(tmp_path):
     script = os.path.join(REPO, "scripts", "reproduce.py")
     out = tmp_path / "out"

@@ -15,7 +15,14 @@ import tf_keras as keras
 
 from iwae_tf import data
 from iwae_tf.config import TrainConfig
-from iwae_tf.train import BestWeights, check_workdir, load_run, make_model, train_and_evaluate
+from iwae_tf.train import (
+    BestWeights,
+    ResumableEarlyStopping,
+    check_workdir,
+    load_run,
+    make_model,
+    train_and_evaluate,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO, "scripts", "train.py")
@@ -472,6 +479,92 @@ def test_select_best_evaluates_the_epoch_with_the_best_validation_bound(mnist_da
     assert recomputed == pytest.approx(max(bounds), abs=3.0)  # Other draws, same weights.
     with pytest.raises(ValueError, match="select_best picks an epoch"):
         TrainConfig(select_best=True).validate()
+
+
+def simulated_stop(bounds: list[float], patience: int) -> int | None:
+    """The 0-based epoch at which early stopping with `patience` ends training on these
+    validation bounds (first e with e - argmax_{e' <= e} bound(e') = patience), or None."""
+    best_epoch = 0
+    for epoch, bound in enumerate(bounds):
+        if bound > bounds[best_epoch]:
+            best_epoch = epoch
+        elif epoch - best_epoch >= patience:
+            return epoch
+    return None
+
+
+def test_early_stopping_stops_a_resumed_run_where_an_uninterrupted_one_stops(tmp_path):
+    steps_per_epoch = 7
+    bounds = [-100.0, -90.0, -95.0, -94.0, -93.0, -92.0, -91.0]
+    assert simulated_stop(bounds, 3) == 4
+
+    def run(prefix, stopper_for, epochs, first_epoch=0):
+        model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+        model.compile(optimizer="sgd", loss="mse")
+        model.optimizer.iterations.assign(first_epoch * steps_per_epoch)
+        best = BestWeights(prefix)
+        stopper = stopper_for(best)
+        for callback in (best, stopper):
+            callback.set_model(model)
+            callback.on_train_begin()
+        for epoch in epochs:
+            for callback in (best, stopper):
+                callback.on_epoch_end(epoch, {"val_iwae_bound": bounds[epoch]})
+            if model.stop_training:
+                return epoch
+        return None
+
+    def resumable(best):
+        return ResumableEarlyStopping(best, 3, steps_per_epoch)
+
+    uninterrupted = run(str(tmp_path / "a" / "m"), resumable, range(7))
+    # Killed after epoch 2, resumed by a new process with new callbacks.
+    run(str(tmp_path / "b" / "m"), resumable, range(3))
+    resumed = run(str(tmp_path / "b" / "m"), resumable, range(3, 7), first_epoch=3)
+    assert uninterrupted == resumed == 4
+    # Negative control: Keras' EarlyStopping forgets its count and best on resume, takes
+    # epoch 3's -94 for an improvement, and trains on past epoch 4.
+    run(str(tmp_path / "c" / "m"), resumable, range(3))
+    plain = run(
+        str(tmp_path / "c" / "m"),
+        lambda best: keras.callbacks.EarlyStopping("val_iwae_bound", mode="max", patience=3),
+        range(3, 7),
+        first_epoch=3,
+    )
+    assert plain != 4
+
+
+def test_a_run_with_early_stopping_ends_where_its_history_says_and_evaluates_the_best(
+    mnist_data_dir, tmp_path
+):
+    config = TrainConfig(
+        k=2,
+        epochs=8,
+        steps_per_epoch=10,
+        eval_k=5,
+        latent_sizes=(4,),
+        hidden_sizes=((16,),),
+        # A rate this high makes the validation bound wander, so that patience 1 ends the run.
+        learning_rate=0.05,
+        train_split="train[:400]",
+        validation_split="train[400:500]",
+        select_best=True,
+        early_stopping_patience=1,
+        test_split="test[:50]",
+        eval_batch_size=50,
+        data_dir=mnist_data_dir,
+        export_dir=str(tmp_path / "export"),
+        tensorboard=False,
+    )
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "history.csv") as f:
+        bounds = [float(r["val_iwae_bound"]) for r in csv.DictReader(f)]
+    stop = simulated_stop(bounds, 1)
+    assert stop is not None and stop < config.epochs - 1, bounds
+    assert metrics["stopped_epoch"] == stop and len(bounds) == stop + 1
+    assert metrics["selected_epoch"] == int(np.argmax(bounds))
+    with pytest.raises(ValueError, match="early_stopping_patience stops on the validation"):
+        TrainConfig(early_stopping_patience=5).validate()
 
 
 def test_best_weights_keep_the_best_epoch_across_a_resume(tmp_path):

@@ -67,6 +67,7 @@ OVERRIDABLE_FIELDS: tuple[str, ...] = (
     "binarization",
     "validation_split",
     "select_best",
+    "early_stopping_patience",
 )
 """TrainConfig fields a grid may override for all its runs; each is a flag of the script."""
 
@@ -81,6 +82,7 @@ COLUMNS: tuple[str, ...] = (
     "budget",
     "epochs",
     "selected_epoch",
+    "stopped_epoch",
     "train_steps",
     "eval_k",
     "train_nll",
@@ -97,7 +99,8 @@ COLUMNS: tuple[str, ...] = (
     "command",
 )
 """results.csv columns. gap = test - train NLL; difference = ours - published (test NLL);
-selected_epoch = the 0-based epoch whose weights were evaluated, under select_best."""
+selected_epoch = the 0-based epoch whose weights were evaluated, under select_best;
+stopped_epoch = the 0-based epoch at which early_stopping_patience ended training."""
 
 ActiveUnitsFn = Callable[..., Sequence[int]]
 
@@ -357,6 +360,7 @@ def _row(
         "budget": describe_budget(config),
         "epochs": config.epochs,
         "selected_epoch": metrics.get("selected_epoch") if config.select_best else None,
+        "stopped_epoch": metrics.get("stopped_epoch"),
         "train_steps": metrics.get("train_steps"),
         "eval_k": config.eval_k,
         "train_nll": train_nll,
@@ -374,6 +378,16 @@ def _row(
         "status": status,
         "command": command,
     }
+
+
+def _describe_selection(row: dict[str, Any]) -> str:
+    """The evaluated epoch, 1-based: "last", "40 of 150", or "40 of 150, stopped at 70"."""
+    if row["selected_epoch"] is None:
+        return "last"
+    text = f"{row['selected_epoch'] + 1} of {row['epochs']}"
+    if row.get("stopped_epoch") is not None:
+        text += f", stopped at {row['stopped_epoch'] + 1}"
+    return text
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -431,11 +445,7 @@ def write_results(
             row["layers"],
             row["dataset"],
             row["budget"],
-            (
-                "last"
-                if row["selected_epoch"] is None
-                else f"{row['selected_epoch'] + 1} of {row['epochs']}"
-            ),
+            _describe_selection(row),
             _fmt(row["train_nll"]),
             test,
             _fmt(row["gap"]),
