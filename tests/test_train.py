@@ -448,10 +448,10 @@ def test_trains_on_a_mocked_tfds_dataset_of_its_own_shape(
     assert exported.sample(2, seed=0)["images"].shape == (2, *shape)
 
 
-def test_select_best_evaluates_the_epoch_with_the_best_validation_bound(mnist_data_dir, tmp_path):
-    config = TrainConfig(
+def select_best_config(mnist_data_dir: str, tmp_path, **overrides) -> TrainConfig:
+    """A tiny run validated on train[400:500] that evaluates its best epoch."""
+    settings = dict(
         k=2,
-        epochs=3,
         steps_per_epoch=10,
         eval_k=5,
         latent_sizes=(4,),
@@ -465,6 +465,11 @@ def test_select_best_evaluates_the_epoch_with_the_best_validation_bound(mnist_da
         export_dir=str(tmp_path / "export"),
         tensorboard=False,
     )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_select_best_evaluates_the_epoch_with_the_best_validation_bound(mnist_data_dir, tmp_path):
+    config = select_best_config(mnist_data_dir, tmp_path, epochs=3)
     metrics = train_and_evaluate(config, str(tmp_path / "run"))
     with open(tmp_path / "run" / "history.csv") as f:
         rows = list(csv.DictReader(f))
@@ -537,24 +542,9 @@ def test_early_stopping_stops_a_resumed_run_where_an_uninterrupted_one_stops(tmp
 def test_a_run_with_early_stopping_ends_where_its_history_says_and_evaluates_the_best(
     mnist_data_dir, tmp_path
 ):
-    config = TrainConfig(
-        k=2,
-        epochs=8,
-        steps_per_epoch=10,
-        eval_k=5,
-        latent_sizes=(4,),
-        hidden_sizes=((16,),),
-        # A rate this high makes the validation bound wander, so that patience 1 ends the run.
-        learning_rate=0.05,
-        train_split="train[:400]",
-        validation_split="train[400:500]",
-        select_best=True,
-        early_stopping_patience=1,
-        test_split="test[:50]",
-        eval_batch_size=50,
-        data_dir=mnist_data_dir,
-        export_dir=str(tmp_path / "export"),
-        tensorboard=False,
+    # A rate this high makes the validation bound wander, so that patience 1 ends the run.
+    config = select_best_config(
+        mnist_data_dir, tmp_path, epochs=8, learning_rate=0.05, early_stopping_patience=1
     )
     metrics = train_and_evaluate(config, str(tmp_path / "run"))
     with open(tmp_path / "run" / "history.csv") as f:
