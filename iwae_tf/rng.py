@@ -22,9 +22,23 @@ one fused loop; each 32-bit output becomes one normal through the inverse CDF, n
 on the grid (j + 1/2) / 2^23, j = 0 .. 2^23 - 1 (so |z| <= 5.3). The random words are identical
 with and without XLA (and equal TensorFlow's own Philox kernel's); the normals agree to float32
 rounding, as XLA's inverse CDF may differ from TensorFlow's in the last place.
+
+**Layouts.** Philox turns counter c into 4 words, and a draw of n values takes the words of
+counters 0 .. ceil(n/4) - 1 in order: value e is word e mod 4 of counter e div 4. The default
+layout computes each counter once and interleaves its 4 words (stack and reshape). Fused
+into a consumer by XLA on CPU, that interleave becomes a slow loop: a forward pass of an
+IWAEU costs 2.2 times as much as with the per-element layout (BENCHMARKS.md, "Draw
+layouts"). Inside `per_element_draws()`, value e computes the Philox words of its own
+counter e div 4 and keeps word e mod 4: the same words in the same places, at 4 times the
+arithmetic but elementwise, which XLA fuses well into a forward pass. In a gradient step the
+recomputation costs more than it saves (1.3 times slower), so only evaluation uses it.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 import tensorflow as tf
 
@@ -75,24 +89,50 @@ def _low_high(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return words[..., 0], words[..., 1]
 
 
-def _words(size: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """`size` uint32 Philox words keyed by the low 32 bits of the two seed entries."""
+_PER_ELEMENT = contextvars.ContextVar("per_element_draws", default=False)
+
+
+@contextlib.contextmanager
+def per_element_draws() -> Iterator[None]:
+    """Draws traced inside use the per-element layout (module docstring): same values.
+
+    Read when a function is traced, so enter it inside the traced function's body.
+    """
+    token = _PER_ELEMENT.set(True)
+    try:
+        yield
+    finally:
+        _PER_ELEMENT.reset(token)
+
+
+def _words(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """uint32 Philox words of `shape`, keyed by the low 32 bits of the two seed entries.
+
+    Element e (in row-major order) is word e mod 4 of counter (e div 4, 0, 0, 0).
+    """
     low, _ = _low_high(seed)
     key = tf.unstack(low)
+    size = tf.reduce_prod(shape)
+    if _PER_ELEMENT.get():
+        element = tf.bitcast(tf.reshape(tf.range(size, dtype=tf.int32), shape), tf.uint32)
+        counter = tf.bitwise.right_shift(element, tf.constant(2, tf.uint32))
+        zeros = tf.zeros_like(counter)
+        w0, w1, w2, w3 = philox4x32((counter, zeros, zeros, zeros), key)
+        lane = tf.bitwise.bitwise_and(element, tf.constant(3, tf.uint32))
+        return tf.where(lane < 2, tf.where(lane == 0, w0, w1), tf.where(lane == 2, w2, w3))
     index = tf.bitcast(tf.range((size + 3) // 4, dtype=tf.int32), tf.uint32)
     zeros = tf.zeros_like(index)
     words = tf.reshape(tf.stack(philox4x32((index, zeros, zeros, zeros), key), axis=-1), [-1])
-    return words[:size]
+    return tf.reshape(words[:size], shape)
 
 
 def stateless_normal(shape: tf.Tensor | list, seed: tf.Tensor) -> tf.Tensor:
     """float32 N(0, 1) draws, a deterministic function of `shape` and the int32 [2] `seed`."""
     shape = tf.convert_to_tensor(shape, tf.int32)
-    size = tf.reduce_prod(shape)
     # The top 23 bits j give u = (j + 1/2) / 2^23, exact in float32 and symmetric about 1/2 in
     # [2^-24, 1 - 2^-24], so that the inverse normal CDF stays finite (|z| <= 5.3).
-    j = tf.cast(tf.bitwise.right_shift(_words(size, seed), tf.constant(9, tf.uint32)), tf.float32)
-    return tf.reshape(tf.math.ndtri((j + 0.5) * 2.0**-23), shape)
+    j = tf.cast(tf.bitwise.right_shift(_words(shape, seed), tf.constant(9, tf.uint32)), tf.float32)
+    return tf.math.ndtri((j + 0.5) * 2.0**-23)
 
 
 def normal(shape: tf.Tensor | list, seed: tf.Tensor) -> tf.Tensor:
@@ -109,9 +149,8 @@ def normal(shape: tf.Tensor | list, seed: tf.Tensor) -> tf.Tensor:
 def signs(shape: tf.Tensor | list, seed: tf.Tensor) -> tf.Tensor:
     """float32 Rademacher (+1 / -1 with probability 1/2 each) draws of `shape`, from `seed`."""
     shape = tf.convert_to_tensor(shape, tf.int32)
-    size = tf.reduce_prod(shape)
-    top_bit = tf.bitwise.right_shift(_words(size, seed), tf.constant(31, tf.uint32))
-    return tf.reshape(1.0 - 2.0 * tf.cast(top_bit, tf.float32), shape)
+    top_bit = tf.bitwise.right_shift(_words(shape, seed), tf.constant(31, tf.uint32))
+    return 1.0 - 2.0 * tf.cast(top_bit, tf.float32)
 
 
 def bernoulli(probs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -174,3 +174,35 @@ def test_two_stochastic_layer_variants_train(variant):
     model.fit(data, batch_size=20, epochs=6, verbose=0)
     after = model.evaluate(data, batch_size=100, verbose=0, return_dict=True)
     assert after["iwae_bound"] > before["iwae_bound"] + 5.0, (before, after)
+
+
+def _evaluate_bound(model, data: np.ndarray, jit_compile: bool) -> float:
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    return model.evaluate(data, batch_size=50, verbose=0, return_dict=True)["iwae_bound"]
+
+
+def test_validation_under_xla_draws_what_it_draws_without(monkeypatch):
+    """Under XLA, test_step draws in rng's per-element layout: the same noise, so the same
+    validation bounds (to float32 rounding) as the default layout without XLA."""
+    keras.utils.set_random_seed(0)
+    data = (np.random.default_rng(0).random((200, 64)) < 0.3).astype(np.float32)
+    model = build_model("iwaeu", 5, latent_sizes=(4,), hidden_sizes=((32,),), data_shape=(64,))
+    model(data[:2])
+    plain = _evaluate_bound(model, data, jit_compile=False)
+    compiled = _evaluate_bound(model, data, jit_compile=True)
+    assert compiled == pytest.approx(plain, rel=2e-5)
+
+    # Negative control: a per-element layout with the wrong counters moves the bound.
+    original = rng._words
+
+    def wrong_counter_words(shape, seed):
+        if not rng._PER_ELEMENT.get():
+            return original(shape, seed)
+        element = tf.bitcast(tf.reshape(tf.range(tf.reduce_prod(shape)), shape), tf.uint32)
+        zeros = tf.zeros_like(element)
+        low, _ = rng._low_high(seed)
+        return rng.philox4x32((element, zeros, zeros, zeros), tf.unstack(low))[0]
+
+    monkeypatch.setattr(rng, "_words", wrong_counter_words)
+    wrong = _evaluate_bound(model, data, jit_compile=True)
+    assert wrong != pytest.approx(plain, rel=2e-5), (wrong, plain)

@@ -147,3 +147,71 @@ def test_different_seeds_differ_under_xla():
     second = compiled(rng.step_seed(2, rng.TRAIN_STREAM, 0)).numpy()
     assert np.mean(first == second) < 0.05
     np.testing.assert_array_equal(compiled(rng.step_seed(1, rng.TRAIN_STREAM, 0)).numpy(), first)
+
+
+def _tensorflow_philox_words(size: int, seed: tuple[int, int]) -> np.ndarray:
+    """TensorFlow's own Philox kernel's first `size` words under `seed`'s low words."""
+    key = np.uint64(seed[0] % 2**32) | (np.uint64(seed[1] % 2**32) << np.uint64(32))
+    return tf.raw_ops.StatelessRandomUniformFullIntV2(
+        shape=[4 * math.ceil(size / 4)],
+        key=tf.constant([key], tf.uint64),
+        counter=tf.constant([0, 0], tf.uint64),
+        alg=1,
+        dtype=tf.uint32,
+    ).numpy()[:size]
+
+
+def _per_element_words_with_wrong_counter(shape: list[int], seed: tf.Tensor) -> tf.Tensor:
+    """A deliberately wrong per-element layout (counter e instead of e div 4): the control."""
+    element = tf.bitcast(tf.reshape(tf.range(int(np.prod(shape))), shape), tf.uint32)
+    zeros = tf.zeros_like(element)
+    low, _ = rng._low_high(seed)
+    words = rng.philox4x32((element, zeros, zeros, zeros), tf.unstack(low))
+    lane = tf.bitwise.bitwise_and(element, tf.constant(3, tf.uint32))
+    low_lanes = tf.where(lane == 0, words[0], words[1])
+    return tf.where(lane < 2, low_lanes, tf.where(lane == 2, words[2], words[3]))
+
+
+@pytest.mark.parametrize("shape", [[1003], [5, 7, 3], [2, 1, 6]])
+def test_per_element_layout_is_the_same_stream(shape):
+    seed_values = (7, -3)
+    seed = tf.constant(seed_values, tf.int32)
+    expected = _tensorflow_philox_words(int(np.prod(shape)), seed_values).reshape(shape)
+
+    def per_element(fn):
+        def run(seed):
+            with rng.per_element_draws():
+                return fn(shape, seed)
+
+        return run
+
+    # Words: bit-equal to TensorFlow's Philox kernel, eagerly and under XLA (integer ops).
+    for run in (per_element(rng._words), tf.function(per_element(rng._words), jit_compile=True)):
+        np.testing.assert_array_equal(run(seed).numpy(), expected)
+    np.testing.assert_array_equal(rng._words(shape, seed).numpy(), expected)
+    # Normals within float32 rounding of the inverse CDF; signs exactly.
+    compiled_normal = tf.function(per_element(rng.stateless_normal), jit_compile=True)
+    np.testing.assert_allclose(
+        compiled_normal(seed).numpy(), rng.stateless_normal(shape, seed).numpy(), 1e-6, 1e-6
+    )
+    compiled_signs = tf.function(per_element(rng.signs), jit_compile=True)
+    np.testing.assert_array_equal(compiled_signs(seed).numpy(), rng.signs(shape, seed).numpy())
+    # Negative control: the same comparison catches a layout with the wrong counter.
+    wrong = _per_element_words_with_wrong_counter(shape, seed).numpy()
+    assert np.mean(wrong == expected) < 0.5
+
+
+def test_per_element_layout_is_scoped():
+    seed = tf.constant([1, 2], tf.int32)
+    with rng.per_element_draws():
+        assert rng._PER_ELEMENT.get()
+        with rng.per_element_draws():
+            pass
+        assert rng._PER_ELEMENT.get()  # A nested exit restores, not clears.
+    assert not rng._PER_ELEMENT.get()
+    with pytest.raises(RuntimeError), rng.per_element_draws():
+        raise RuntimeError("the layout must be reset on the way out")
+    assert not rng._PER_ELEMENT.get()
+    np.testing.assert_array_equal(
+        rng._words([9], seed).numpy(), _tensorflow_philox_words(9, (1, 2))
+    )
