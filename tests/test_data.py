@@ -4,8 +4,11 @@ Omniglot has its own module, tests/test_data_omniglot.py.
 """
 
 import gzip
+import os
 import pickle
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -557,3 +560,60 @@ def test_an_unprepared_tfds_dataset_offline_fails_fast_with_the_fix(tmp_path, mo
 def test_datasets_without_a_usable_image_feature_are_refused():
     with pytest.raises(ValueError, match="has no image feature"):
         image_shape("imdb_reviews")
+
+
+_PREPARING_JOB = """
+import contextlib, os, sys, time
+import tensorflow_datasets as tfds
+from iwae_tf.data import pipeline
+
+data_dir, ready, go, locked = sys.argv[1:]
+original = tfds.core.DatasetBuilder.download_and_prepare
+
+
+def slow(self, *args, **kwargs):
+    time.sleep(2)  # Widens the window in which the jobs' preparations overlap.
+    return original(self, *args, **kwargs)
+
+
+tfds.core.DatasetBuilder.download_and_prepare = slow
+if locked == "no":
+    pipeline._preparation_lock = lambda builder: contextlib.nullcontext()
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.01)
+print(pipeline.num_examples("mnist", "train", data_dir))
+"""
+
+
+def _prepare_together(tmp_path, pickle_path, locked: str, jobs: int = 3) -> list:
+    """Starts `jobs` processes that prepare one fresh data_dir at the same moment."""
+    env = {**os.environ, PICKLE_ENV_VAR: str(pickle_path)}
+    data_dir, go = tmp_path / f"tfds_{locked}", tmp_path / f"go_{locked}"
+    ready = [tmp_path / f"ready_{locked}_{i}" for i in range(jobs)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PREPARING_JOB, str(data_dir), str(r), str(go), locked],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in ready
+    ]
+    deadline = time.monotonic() + 300
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    return [(p.wait(timeout=300), *p.communicate()) for p in procs]
+
+
+def test_jobs_started_together_prepare_a_dataset_once(fake, tmp_path):
+    """Two grids started at once on a fresh machine: one crashed in tfds' rename."""
+    pickle_path = os.path.join(os.path.dirname(fake["data_dir"]), "mnist.pkl.gz")
+    for code, out, err in _prepare_together(tmp_path, pickle_path, locked="yes"):
+        assert code == 0, err[-2000:]
+        assert out.split()[-1] == str(FAKE_SIZES["train"] + FAKE_SIZES["valid"])
+    # Negative control: without the lock, the same jobs collide.
+    results = _prepare_together(tmp_path, pickle_path, locked="no")
+    assert any(code != 0 and "FileExistsError" in err for code, _, err in results)

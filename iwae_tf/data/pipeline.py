@@ -39,9 +39,12 @@ order. (The per-pass shuffle seeds tf.data's shuffle, which also mixes in the gl
 time the pipeline is built; `iwae_tf.train` sets it from the run's seed first.)
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -202,14 +205,40 @@ def _builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
         ) from None
 
 
+@contextlib.contextmanager
+def _preparation_lock(builder: tfds.core.DatasetBuilder) -> Iterator[None]:
+    """Holds an exclusive lock on a local dataset's folder while it is prepared.
+
+    Two jobs started together on a fresh machine would otherwise both build the dataset, and
+    the second to finish fails to rename its copy into place (tfds' FileExistsError).
+    """
+    root = os.path.join(builder.data_dir_root, builder.name)
+    if "://" in root:  # A remote data_dir (gs://...) has no file locks; tfds' own behaviour.
+        yield
+        return
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".iwae_tf_prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _prepared_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     builder = _builder(dataset, data_dir)
+    if builder.is_prepared():
+        return builder
     source = _SOURCES.get(dataset)
-    try:
-        (source.prepare if source else _prepare_tfds)(builder)
-    except DataUnavailableError as e:
-        # The user needs the message, not the tfds preparation stack.
-        raise DataUnavailableError(f"Cannot prepare dataset {dataset!r}: {e}") from None
+    with _preparation_lock(builder):
+        # Built again under the lock: another job may have prepared it while we waited, and a
+        # builder made before that reads no splits.
+        builder = _builder(dataset, data_dir)
+        try:
+            (source.prepare if source else _prepare_tfds)(builder)
+        except DataUnavailableError as e:
+            # The user needs the message, not the tfds preparation stack.
+            raise DataUnavailableError(f"Cannot prepare dataset {dataset!r}: {e}") from None
     return builder
 
 
