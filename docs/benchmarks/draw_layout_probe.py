@@ -15,6 +15,7 @@ import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 from iwae_tf import logs
 
@@ -23,21 +24,21 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from iwae_tf import bounds, rng  # noqa: E402
-from iwae_tf.model import build_model  # noqa: E402
+from iwae_tf.model import ImportanceWeightedAutoencoder, build_model  # noqa: E402
 
 CALLS = 20
 
 
-def programs(model, per_element: bool):
+def programs(model: ImportanceWeightedAutoencoder, per_element: bool) -> dict[str, Callable]:
     layout = rng.per_element_draws if per_element else contextlib.nullcontext
 
     @tf.function(jit_compile=True)
-    def forward(x, seed):
+    def forward(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         with layout():
             return tf.reduce_mean(bounds.iwae_bound(model.log_weights(x, 25, seed)))
 
     @tf.function(jit_compile=True)
-    def forward_and_gradient(x, seed):
+    def forward_and_gradient(x: tf.Tensor, seed: tf.Tensor) -> tuple:
         with layout():
             with tf.GradientTape() as tape:
                 loss = -tf.reduce_mean(bounds.iwae_bound(model.log_weights(x, 25, seed)))
@@ -46,7 +47,7 @@ def programs(model, per_element: bool):
     return {"forward": forward, "forward + gradient": forward_and_gradient}
 
 
-def cpu_seconds(fn, x) -> float:
+def cpu_seconds(fn: Callable, x: tf.Tensor) -> float:
     start = time.process_time()
     for i in range(CALLS):
         out = fn(x, rng.fold_in(rng.from_int(0), i))
@@ -56,9 +57,7 @@ def cpu_seconds(fn, x) -> float:
 
 def main() -> None:
     rounds = int(next((a.split("=")[1] for a in sys.argv[1:] if a.startswith("--rounds=")), 3))
-    model = build_model(
-        "iwaeu", 25, latent_sizes=(40,), hidden_sizes=((400,),), data_shape=(784,)
-    )
+    model = build_model("iwaeu", 25, latent_sizes=(40,), hidden_sizes=((400,),), data_shape=(784,))
     x = tf.constant(np.random.default_rng(0).random((100, 784)) < 0.3, tf.float32)
     model(x[:2])
     layouts = {"default": programs(model, False), "per-element": programs(model, True)}
