@@ -31,17 +31,21 @@ def test_philox_matches_random123_known_answers(counter, key, expected):
     assert [int(w) for w in out] == list(expected)
 
 
-def _normals_from_tensorflow_philox(size: int, seed: tuple[int, int]) -> np.ndarray:
-    """The documented transform applied to TensorFlow's own Philox kernel's words."""
+def _tensorflow_philox_words(size: int, seed: tuple[int, int]) -> np.ndarray:
+    """TensorFlow's own Philox kernel's first `size` words under `seed`'s low words."""
     key = np.uint64(seed[0] % 2**32) | (np.uint64(seed[1] % 2**32) << np.uint64(32))
-    words = tf.raw_ops.StatelessRandomUniformFullIntV2(
+    return tf.raw_ops.StatelessRandomUniformFullIntV2(
         shape=[4 * math.ceil(size / 4)],
         key=tf.constant([key], tf.uint64),
         counter=tf.constant([0, 0], tf.uint64),
         alg=1,  # Philox.
         dtype=tf.uint32,
     ).numpy()[:size]
-    j = (words >> 9).astype(np.float64)
+
+
+def _normals_from_tensorflow_philox(size: int, seed: tuple[int, int]) -> np.ndarray:
+    """The documented transform applied to TensorFlow's own Philox kernel's words."""
+    j = (_tensorflow_philox_words(size, seed) >> 9).astype(np.float64)
     return tf.math.ndtri(tf.constant((j + 0.5) * 2.0**-23, tf.float32)).numpy()
 
 
@@ -147,18 +151,6 @@ def test_different_seeds_differ_under_xla():
     second = compiled(rng.step_seed(2, rng.TRAIN_STREAM, 0)).numpy()
     assert np.mean(first == second) < 0.05
     np.testing.assert_array_equal(compiled(rng.step_seed(1, rng.TRAIN_STREAM, 0)).numpy(), first)
-
-
-def _tensorflow_philox_words(size: int, seed: tuple[int, int]) -> np.ndarray:
-    """TensorFlow's own Philox kernel's first `size` words under `seed`'s low words."""
-    key = np.uint64(seed[0] % 2**32) | (np.uint64(seed[1] % 2**32) << np.uint64(32))
-    return tf.raw_ops.StatelessRandomUniformFullIntV2(
-        shape=[4 * math.ceil(size / 4)],
-        key=tf.constant([key], tf.uint64),
-        counter=tf.constant([0, 0], tf.uint64),
-        alg=1,
-        dtype=tf.uint32,
-    ).numpy()[:size]
 
 
 def _per_element_words_with_wrong_counter(shape: list[int], seed: tf.Tensor) -> tf.Tensor:
